@@ -1,0 +1,93 @@
+"""Changes become CloudEvents 1.0 (structured JSON mode), one JSON line each.
+
+The id of an event is a UUID derived from what the change *is* (run, kind, key), never from when
+it was seen, so the same change gets the same id across polls, resyncs and restarts:
+
+* ``ai.duvo.run.<status>``        key: the run's transition sequence number (persisted)
+* ``ai.duvo.run.lost``            key: the transition sequence number
+* ``ai.duvo.message.created``     key: the message id
+* ``ai.duvo.message.updated``     key: message id + digest of the new content
+* ``ai.duvo.human_request.*``     key: the human request id
+
+Each event is encoded once (orjson) and the same bytes go to every sink. Pure.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+SPECVERSION = "1.0"
+SOURCE = "duvo-monitor"
+TYPE_PREFIX = "ai.duvo."
+_NAMESPACE = uuid.UUID("6f1c5b8e-6a55-4d0e-9a0b-6d75766f6d6e")
+_STATUS_TOKEN = re.compile(r"[^a-z0-9_]+")
+
+
+def event_id(run_id: str, kind: str, key: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{run_id}\x1f{kind}\x1f{key}"))
+
+
+def status_type(status: str) -> str:
+    """``ai.duvo.run.<status>``; unknown statuses pass through, made safe for a type name."""
+    token = _STATUS_TOKEN.sub("_", status.strip().lower()).strip("_") or "unknown"
+    return f"{TYPE_PREFIX}run.{token}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One CloudEvent, with its encoded line and what sinks and metrics need to route it."""
+
+    id: str
+    type: str
+    subject: str
+    time: str
+    data: Mapping[str, Any]
+    agent_id: str | None
+    change_time: float | None
+    line: bytes
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        kind: str,
+        key: str,
+        type: str,
+        run_id: str,
+        agent_id: str | None,
+        time: str,
+        change_time: float | None,
+        data: Mapping[str, Any],
+    ) -> Event:
+        eid = event_id(run_id, kind, key)
+        envelope = {
+            "specversion": SPECVERSION,
+            "id": eid,
+            "source": SOURCE,
+            "type": type,
+            "subject": run_id,
+            "time": time,
+            "datacontenttype": "application/json",
+            "data": data,
+        }
+        line = orjson.dumps(envelope, option=orjson.OPT_APPEND_NEWLINE)
+        return cls(
+            id=eid,
+            type=type,
+            subject=run_id,
+            time=time,
+            data=data,
+            agent_id=agent_id,
+            change_time=change_time,
+            line=line,
+        )
+
+    def envelope(self) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(self.line)
+        return value
