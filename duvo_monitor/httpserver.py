@@ -69,7 +69,9 @@ class Response:
         )
 
     @classmethod
-    def text(cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> Response:
+    def text(
+        cls, status: int, text: str, content_type: str = "text/plain; charset=utf-8"
+    ) -> Response:
         return cls(status=status, body=text.encode(), headers=[("content-type", content_type)])
 
 
