@@ -1,0 +1,142 @@
+"""The request budget of one API key: never more than N requests in any 60-second window.
+
+An exact sliding log rather than a token bucket: a bucket of rate r and burst b admits
+b + 60·r requests in a minute, so a bucket that honours "300 in any 60 s" must give up either
+burst or rate; the log of send times (at most N entries) admits exactly N in any window of
+``window`` seconds, which we widen by ``margin`` so that requests that arrive late at the server
+(network delay) still fall into windows the server counts the same way.
+
+The server has the last word, and it can only tighten:
+
+* ``x-ratelimit-limit`` below our configured budget lowers the budget;
+* ``x-ratelimit-remaining`` R with ``x-ratelimit-reset`` T: at most R more requests before T
+  (counting those already in flight when the answer left the server);
+* a 429 with ``retry-after`` pauses *every* request until then (no header: a cautious pause).
+
+Pure apart from :meth:`acquire`, which sleeps on the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+
+from duvo_monitor.api import Observation
+from duvo_monitor.clock import Clock
+
+DEFAULT_429_PAUSE = 5.0
+MAX_SLEEP_STEP = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetSnapshot:
+    limit: int
+    used: int
+    remaining: int
+    paused_for: float
+
+
+class Budget:
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        clock: Clock,
+        window: float = 60.0,
+        margin: float = 1.0,
+    ) -> None:
+        if per_minute < 1:
+            raise ValueError("the budget needs at least one request a minute")
+        self.configured = per_minute
+        self.clock = clock
+        self.window = window + margin
+        self._log: deque[float] = deque()
+        self._server_limit: int | None = None
+        self._paused_until = 0.0  # on clock.time()
+        # What the server last said it still allows before its reset.
+        self._server_remaining: int | None = None
+        self._server_reset = 0.0
+        self._sent_since_report = 0
+        self._inflight = 0
+        self._lock = anyio.Lock()
+        self.rate_limited = 0
+
+    @property
+    def limit(self) -> int:
+        if self._server_limit is not None:
+            return min(self.configured, self._server_limit)
+        return self.configured
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.window
+        while self._log and self._log[0] <= horizon:
+            self._log.popleft()
+
+    def wait_time(self, now_mono: float | None = None, now_unix: float | None = None) -> float:
+        """Seconds until one more request may be sent (0: now)."""
+        mono = self.clock.monotonic() if now_mono is None else now_mono
+        unix = self.clock.time() if now_unix is None else now_unix
+        self._prune(mono)
+        wait = max(0.0, self._paused_until - unix)
+        if len(self._log) >= self.limit:
+            index = len(self._log) - self.limit
+            wait = max(wait, self._log[index] + self.window - mono)
+        if (
+            self._server_remaining is not None
+            and unix < self._server_reset
+            and self._sent_since_report >= self._server_remaining
+        ):
+            wait = max(wait, self._server_reset - unix)
+        return wait
+
+    async def acquire(self, endpoint: str = "") -> None:
+        """Wait until a request fits the budget, then count it as sent."""
+        async with self._lock:
+            while (wait := self.wait_time()) > 0:
+                await self.clock.sleep(min(wait, MAX_SLEEP_STEP))
+            self._log.append(self.clock.monotonic())
+            self._sent_since_report += 1
+            self._inflight += 1
+
+    def observe(self, observation: Observation) -> None:
+        """Fold one answer's rate-limit headers (and a 429) into the budget."""
+        self._inflight = max(0, self._inflight - 1)
+        rate = observation.rate
+        now = self.clock.time()
+        if rate.limit is not None and rate.limit > 0:
+            self._server_limit = rate.limit
+        if rate.remaining is not None:
+            reset = rate.reset if rate.reset is not None else now + 60.0
+            # Requests still in flight were sent after this answer was counted by the server.
+            self._server_remaining = rate.remaining
+            self._server_reset = reset
+            self._sent_since_report = self._inflight
+        if observation.status == 429:
+            self.rate_limited += 1
+            if rate.retry_after is not None:
+                until = now + rate.retry_after
+            elif rate.reset is not None and rate.reset > now:
+                until = rate.reset
+            else:
+                until = now + DEFAULT_429_PAUSE
+            self._paused_until = max(self._paused_until, until)
+
+    def snapshot(self) -> BudgetSnapshot:
+        mono = self.clock.monotonic()
+        self._prune(mono)
+        used = len(self._log)
+        remaining = max(0, self.limit - used)
+        if self._server_remaining is not None and self.clock.time() < self._server_reset:
+            remaining = min(remaining, max(0, self._server_remaining - self._sent_since_report))
+        return BudgetSnapshot(
+            limit=self.limit,
+            used=used,
+            remaining=remaining,
+            paused_for=max(0.0, self._paused_until - self.clock.time()),
+        )
+
+    def requests_per_second(self) -> float:
+        """The sustained rate the budget allows."""
+        return self.limit / (self.window)

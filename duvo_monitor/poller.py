@@ -1,0 +1,163 @@
+"""One poll of one run: the requests its plan asks for, folded through the differ.
+
+A poll is a named boundary: an API failure ends the poll (not the daemon) and what it produced
+before the failure is kept, because the checkpoint and the events always move together. Message
+reading continues page after page while pages are full (catch-up of a long history), up to
+``MAX_PAGES_PER_POLL`` so that one long run cannot hold a worker while others wait; the rest is
+read at the run's next turn, which the scheduler makes immediate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from duvo_monitor.api import MESSAGES_PAGE_MAX, DuvoClient
+from duvo_monitor.clock import Clock
+from duvo_monitor.config import PollingConfig
+from duvo_monitor.differ import (
+    Checkpoint,
+    diff_messages,
+    diff_status,
+    page_request,
+    start_final_verify,
+)
+from duvo_monitor.errors import ApiError, MalformedResponse, NotFound, RateLimited
+from duvo_monitor.events import Event
+from duvo_monitor.scheduler import Plan
+from duvo_monitor.state import StateStore
+
+log = structlog.get_logger("duvo_monitor.poller")
+
+MAX_PAGES_PER_POLL = 10
+
+
+@dataclass(slots=True, kw_only=True)
+class PollResult:
+    checkpoint: Checkpoint
+    events: list[Event] = field(default_factory=list)
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    status_news: int = 0
+    message_news: int = 0
+    status_changed: bool = False
+    hint_status: bool = False
+    more_messages: bool = False
+    requests: int = 0
+    error: ApiError | None = None
+    error_delay: float | None = None
+
+
+class Poller:
+    def __init__(
+        self,
+        client: DuvoClient,
+        state: StateStore,
+        *,
+        clock: Clock,
+        config: PollingConfig,
+    ) -> None:
+        self.client = client
+        self.state = state
+        self.clock = clock
+        self.config = config
+
+    async def poll(self, cp: Checkpoint, plan: Plan) -> PollResult:
+        result = PollResult(checkpoint=cp)
+        bound = log.bind(run_id=cp.run_id, agent_id=cp.agent_id)
+        try:
+            if plan.status or cp.status is None:
+                await self._status(result)
+            if (plan.messages or result.status_changed) and not result.checkpoint.lost:
+                await self._messages(result)
+        except ApiError as exc:
+            result.error = exc
+            result.error_delay = 0.0
+            if isinstance(exc, RateLimited):
+                result.error_delay = exc.retry_after or 0.0
+            level = "warning" if exc.retryable else "error"
+            getattr(bound, level)(
+                "poll failed",
+                endpoint=exc.endpoint,
+                status=exc.status,
+                error=str(exc),
+                kind=type(exc).__name__,
+                malformed=isinstance(exc, MalformedResponse),
+            )
+        return result
+
+    async def _status(self, result: PollResult) -> None:
+        cp = result.checkpoint
+        result.requests += 1
+        try:
+            snapshot = await self.client.get_run(cp.run_id)
+        except NotFound:
+            snapshot = None
+        diff = diff_status(cp, snapshot, seen_at=self.clock.time())
+        result.checkpoint = diff.checkpoint
+        result.events.extend(diff.events)
+        result.status_news += len(diff.events)
+        result.status_changed = result.status_changed or diff.changed
+        new = diff.checkpoint
+        if (
+            new.terminal
+            and not new.verified
+            and new.scan_from is None
+            and self.config.final_verify == "full"
+            and (diff.changed or cp.status is None)
+        ):
+            result.checkpoint = start_final_verify(new)
+
+    async def _messages(self, result: PollResult) -> None:
+        cp = result.checkpoint
+        offset, limit = page_request(cp, MESSAGES_PAGE_MAX)
+        first = True
+        emitted: dict[str, str] = {}
+        for _ in range(MAX_PAGES_PER_POLL):
+            result.requests += 1
+            try:
+                page = await self.client.list_messages(cp.run_id, limit=limit, offset=offset)
+            except NotFound:
+                # The run may be gone: let the status probe find out, right away.
+                result.hint_status = True
+                return
+            known = await self.state.known(cp.run_id, [m.id for m in page.messages])
+            known.update({k: v for k, v in emitted.items() if k not in known})
+            diff = diff_messages(
+                cp,
+                page,
+                offset=offset,
+                first_page=first,
+                known=known,
+                seen_at=self.clock.time(),
+                tail_window=self.config.tail_window,
+                page_size=limit,
+            )
+            if diff.resync:
+                log.warning(
+                    "message history changed; resyncing",
+                    run_id=cp.run_id,
+                    agent_id=cp.agent_id,
+                    cursor=cp.next_index,
+                )
+            cp = diff.checkpoint
+            result.checkpoint = cp
+            result.events.extend(diff.events)
+            result.seen.extend(diff.seen)
+            emitted.update(dict(diff.seen))
+            result.message_news += len(diff.events)
+            result.hint_status = result.hint_status or diff.hint_status
+            if diff.next_offset is None:
+                break
+            offset = diff.next_offset
+            first = diff.resync
+        else:
+            result.more_messages = True
+            return
+        if cp.terminal and not cp.verified and cp.scan_from is None:
+            # Caught up with a run that ended: done (tail), or one full re-read to come (full).
+            if self.config.final_verify == "tail":
+                result.checkpoint = replace(cp, verified=True)
+            else:
+                result.checkpoint = start_final_verify(cp)
+                result.more_messages = True

@@ -1,0 +1,346 @@
+"""Which run to poll next, which endpoint to ask, and when. Pure: times are passed in.
+
+Every watched run has two *probes*: its messages (``GET .../messages`` from the cursor) and its
+status (``GET run``: status and pending human request). Each probe has its own news rate λ,
+estimated from what its polls found (an exponentially decayed count of news over a decayed
+exposure time, with a prior so that a new run starts curious). With a budget of B requests a
+second, the rate that minimises the mean detection delay over all probes is proportional to √λ
+(the square-root rule; mean delay (Σ√λᵢ)²/(2B·Σλᵢ)), so a probe's interval is
+``Σ√λ / (B·√λᵢ)``, clamped to the bounds its run's phase allows:
+
+========== =============================== ======================================
+phase      messages                        status
+========== =============================== ======================================
+active     [min_interval, max_interval]    [min_interval, max_interval]
+waiting    waiting_interval                waiting_interval (news is a human answer)
+ending     now, until drained + verified   —
+lingering  —                               linger_interval, for ``linger``
+retired    —                               —
+========== =============================== ======================================
+
+Hints move a probe to *now*: a status change asks for the messages (final drain), a lifecycle,
+human-request or user message asks for the status, a sweep that shows a different status or a
+newer ``updated_at`` asks for both, and so does a Duvo webhook. Each run gets a stable phase
+(from its id) so that polls spread evenly, errors back off per run with jitter, and a run is
+never polled twice at once. See docs/scheduling.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from duvo_monitor.config import PollingConfig
+from duvo_monitor.differ import Checkpoint
+from duvo_monitor.models import RESUMABLE_STATUSES, TERMINAL_STATUSES
+
+INF = math.inf
+HALF_LIFE = 120.0
+PRIOR_EVENTS = 1.0
+PRIOR_SECONDS = 20.0
+MAX_BACKOFF = 120.0
+SWEEP_STATUS_FACTOR = 5.0
+
+Phase = Literal["active", "waiting", "ending", "lingering", "retired"]
+
+
+@dataclass(slots=True)
+class Rate:
+    """News per second, exponentially forgetting (half-life ``HALF_LIFE``), with a prior."""
+
+    count: float = 0.0
+    span: float = 0.0
+    last: float | None = None
+
+    def observe(self, news: int, now: float) -> None:
+        if self.last is None:
+            self.last = now
+        dt = max(0.0, now - self.last)
+        decay = 0.5 ** (dt / HALF_LIFE)
+        self.count = self.count * decay + news
+        self.span = self.span * decay + dt
+        self.last = now
+
+    @property
+    def value(self) -> float:
+        return (self.count + PRIOR_EVENTS) / (self.span + PRIOR_SECONDS)
+
+
+def c_linger(config: PollingConfig) -> float:
+    return config.linger_interval
+
+
+def stable_phase(run_id: str) -> float:
+    """A number in [0, 1) fixed by the run id: where in its interval the run's polls fall."""
+    digest = hashlib.blake2b(run_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass(slots=True)
+class Track:
+    """The scheduler's view of one watched run."""
+
+    run_id: str
+    cp: Checkpoint
+    source: str = "config"
+    phase_offset: float = 0.0
+    msg_rate: Rate = field(default_factory=Rate)
+    status_rate: Rate = field(default_factory=Rate)
+    msg_due: float = 0.0
+    status_due: float = 0.0
+    inflight: bool = False
+    failures: int = 0
+    retired: bool = False
+    linger_until: float | None = None
+    swept_at: float | None = None
+    due: float = INF
+    due_popped: float = 0.0
+    polls: int = 0
+
+    @property
+    def phase(self) -> Phase:
+        cp = self.cp
+        if self.retired:
+            return "retired"
+        if cp.lost:
+            return "retired"
+        if cp.status in TERMINAL_STATUSES:
+            if cp.scan_from is not None or not cp.verified:
+                return "ending"
+            return "lingering" if cp.status in RESUMABLE_STATUSES else "retired"
+        if cp.status == "waiting":
+            return "waiting"
+        return "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    status: bool
+    messages: bool
+
+
+class Scheduler:
+    def __init__(self, config: PollingConfig, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.rng = rng or random.Random()
+        self.tracks: dict[str, Track] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._counter = 0
+        self.rate = 1.0  # requests a second the probes may spend (set by the daemon)
+        self.sweeping = False
+        self._sum_sqrt = 1.0
+        self._live = 0
+
+    # -- membership --------------------------------------------------------------------------
+
+    def add(self, cp: Checkpoint, now: float, *, source: str = "config") -> Track:
+        track = self.tracks.get(cp.run_id)
+        if track is not None:
+            if track.retired and not track.cp.lost:
+                track.retired = False
+            return track
+        track = Track(run_id=cp.run_id, cp=cp, source=source, phase_offset=stable_phase(cp.run_id))
+        self.tracks[cp.run_id] = track
+        # First look soon, spread over a short window so a big watch list does not stampede.
+        spread = min(self.config.max_interval, max(1.0, len(self.tracks) / max(self.rate, 0.1)))
+        start = now + track.phase_offset * spread
+        track.status_due = start
+        track.msg_due = start
+        if cp.lost:
+            track.retired = True
+        self.recompute()
+        self._push(track)
+        return track
+
+    def remove(self, run_id: str) -> Track | None:
+        track = self.tracks.pop(run_id, None)
+        if track is not None:
+            track.due = INF
+            self.recompute()
+        return track
+
+    def live(self) -> int:
+        return self._live
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def _push(self, track: Track) -> None:
+        if track.inflight or track.retired:
+            track.due = INF
+            return
+        due = min(track.msg_due, track.status_due)
+        track.due = due
+        if due < INF:
+            self._counter += 1
+            heapq.heappush(self._heap, (due, self._counter, track.run_id))
+
+    def next_due(self) -> float:
+        while self._heap:
+            due, _, run_id = self._heap[0]
+            track = self.tracks.get(run_id)
+            if track is None or track.due != due or track.inflight or track.retired:
+                heapq.heappop(self._heap)
+                continue
+            return due
+        return INF
+
+    def pop_due(self, now: float) -> Track | None:
+        """The run whose poll is most overdue, marked in flight; None if none is due."""
+        if self.next_due() > now:
+            return None
+        due, _, run_id = heapq.heappop(self._heap)
+        track = self.tracks[run_id]
+        track.due_popped = due
+        track.inflight = True
+        track.due = INF
+        return track
+
+    def plan(self, track: Track, now: float) -> Plan:
+        slack = 0.05
+        if self.config.policy != "adaptive":
+            return Plan(status=track.phase != "ending", messages=track.phase != "lingering")
+        status = track.status_due <= now + slack
+        messages = track.msg_due <= now + slack
+        if not status and not messages:
+            messages = True
+        return Plan(status=status, messages=messages)
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def hint(
+        self, run_id: str, now: float, *, status: bool = False, messages: bool = False
+    ) -> bool:
+        """Poll this run now (a sweep, a webhook or another probe says there is news)."""
+        track = self.tracks.get(run_id)
+        if track is None:
+            return False
+        if track.retired and not track.cp.lost:
+            track.retired = False
+        if status:
+            track.status_due = min(track.status_due, now)
+        if messages:
+            track.msg_due = min(track.msg_due, now)
+        if not track.inflight:
+            self._push(track)
+        return True
+
+    def done(
+        self,
+        track: Track,
+        now: float,
+        *,
+        plan: Plan,
+        status_news: int,
+        message_news: int,
+        status_changed: bool,
+        hint_status: bool,
+        more_messages: bool,
+        error_delay: float | None = None,
+    ) -> None:
+        """Fold a finished poll into the run's rates and due times."""
+        track.inflight = False
+        track.polls += 1
+        if plan.status:
+            track.status_rate.observe(status_news, now)
+        if plan.messages:
+            track.msg_rate.observe(message_news, now)
+        if error_delay is not None:
+            track.failures += 1
+            backoff = error_delay or min(MAX_BACKOFF, 2.0 ** min(track.failures, 8))
+            backoff *= 0.75 + self.rng.random() / 2
+            track.status_due = (
+                max(track.status_due, now + backoff) if plan.status else track.status_due
+            )
+            track.msg_due = max(track.msg_due, now + backoff) if plan.messages else track.msg_due
+            self._push(track)
+            return
+        track.failures = 0
+        phase = track.phase
+        if phase == "retired":
+            track.retired = True
+            self._push(track)
+            return
+        if plan.status:
+            track.status_due = now + self.status_interval(track)
+        if plan.messages:
+            track.msg_due = now + self.message_interval(track)
+        if status_changed or more_messages or phase == "ending":
+            track.msg_due = now
+        if hint_status:
+            track.status_due = now
+        if phase == "lingering":
+            if not plan.status and (track.status_due == INF or track.status_due < now):
+                track.status_due = now + c_linger(self.config)
+            if track.linger_until is None:
+                track.linger_until = now + self.config.linger
+            elif now >= track.linger_until:
+                track.retired = True
+            track.msg_due = INF
+        else:
+            track.linger_until = None
+        self._push(track)
+
+    # -- intervals ---------------------------------------------------------------------------
+
+    def recompute(self) -> None:
+        """Refresh Σ√λ over the live probes (call about once a second)."""
+        total = 0.0
+        live = 0
+        for track in self.tracks.values():
+            if track.retired:
+                continue
+            live += 1
+            phase = track.phase
+            if phase == "active":
+                total += math.sqrt(track.msg_rate.value)
+                if not self._status_swept(track):
+                    total += math.sqrt(track.status_rate.value)
+        self._sum_sqrt = max(total, 1e-9)
+        self._live = live
+
+    def _status_swept(self, track: Track) -> bool:
+        return self.sweeping and track.swept_at is not None
+
+    def _sqrt_rule(self, rate: Rate) -> float:
+        return self._sum_sqrt / (max(self.rate, 1e-6) * math.sqrt(rate.value))
+
+    def message_interval(self, track: Track) -> float:
+        c = self.config
+        if c.policy == "fixed":
+            return c.fixed_interval
+        if c.policy == "round_robin":
+            return self._round_robin()
+        phase = track.phase
+        if phase == "waiting":
+            return c.waiting_interval
+        if phase == "lingering" or phase == "retired":
+            return INF
+        if phase == "ending":
+            return 0.0
+        return min(c.max_interval, max(c.min_interval, self._sqrt_rule(track.msg_rate)))
+
+    def status_interval(self, track: Track) -> float:
+        c = self.config
+        if c.policy == "fixed":
+            return c.fixed_interval
+        if c.policy == "round_robin":
+            return self._round_robin()
+        phase = track.phase
+        if phase == "waiting":
+            return c.waiting_interval
+        if phase == "lingering":
+            return c.linger_interval
+        if phase in ("retired", "ending"):
+            return INF
+        if self._status_swept(track):
+            # The sweep sees status changes for a fraction of a request; GET run is a safety net.
+            return c.max_interval * SWEEP_STATUS_FACTOR
+        return min(c.max_interval, max(c.min_interval, self._sqrt_rule(track.status_rate)))
+
+    def _round_robin(self) -> float:
+        # Every live run, both endpoints, in turn, at the rate the budget allows.
+        return max(self.config.min_interval, 2 * max(self._live, 1) / max(self.rate, 1e-6))

@@ -1,0 +1,277 @@
+"""The SQLite state: per run its checkpoint and watch entry, and the ids of emitted messages.
+
+WAL mode, ``synchronous=NORMAL``: a commit survives a crash of the process (not necessarily a
+power cut between checkpoints — the only cost of that is events sent again with their old ids).
+Checkpoints are written only after every sink acknowledged the events before them, so a restart
+resumes exactly where delivery ended.
+
+Tables::
+
+    runs(run_id PK, checkpoint JSON, source, watched, added_at)
+    seen(run_id, message_id, digest, PK(run_id, message_id))   -- emitted messages, no bodies
+
+A file that is empty, truncated or not a database is moved aside (``.corrupt-<time>``) and the
+rows that can still be read are carried into a fresh one; a run whose checkpoint cannot be read
+starts afresh (its events come again, with the same ids). Never a crash loop.
+
+All calls run in one worker thread (SQLite objects stay on it), so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import structlog
+
+from duvo_monitor.differ import Checkpoint
+from duvo_monitor.errors import StateError
+
+log = structlog.get_logger("duvo_monitor.state")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    checkpoint BLOB,
+    source TEXT NOT NULL DEFAULT 'config',
+    watched INTEGER NOT NULL DEFAULT 1,
+    added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    run_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (run_id, message_id)
+) WITHOUT ROWID;
+"""
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredRun:
+    run_id: str
+    checkpoint: Checkpoint
+    source: str
+    watched: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commit:
+    checkpoint: Checkpoint
+    seen: Sequence[tuple[str, str]] = ()
+
+
+class StateStore:
+    def __init__(self, path: Path, conn: sqlite3.Connection, limiter: anyio.CapacityLimiter):
+        self.path = path
+        self._conn = conn
+        self._limiter = limiter
+        self.recovered: list[str] = []
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: str | Path) -> StateStore:
+        limiter = anyio.CapacityLimiter(1)
+        target = Path(path)
+        conn, notes = await anyio.to_thread.run_sync(_open_or_recover, target, limiter=limiter)
+        store = cls(target, conn, limiter)
+        store.recovered = notes
+        for note in notes:
+            log.warning("state file recovered", path=str(target), detail=note)
+        return store
+
+    async def _run(self, fn: object, *args: object) -> object:
+        def call() -> object:
+            try:
+                return fn(self._conn, *args)  # type: ignore[operator]
+            except sqlite3.Error as exc:
+                raise StateError(f"state store at {self.path}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+    async def close(self) -> None:
+        def close() -> None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(close, limiter=self._limiter)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def load(self) -> list[StoredRun]:
+        result = await self._run(_load)
+        assert isinstance(result, list)
+        return result
+
+    async def known(self, run_id: str, message_ids: Sequence[str]) -> dict[str, str]:
+        if not message_ids:
+            return {}
+        result = await self._run(_known, run_id, list(message_ids))
+        assert isinstance(result, dict)
+        return result
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def commit(self, commits: Sequence[Commit]) -> None:
+        """Write checkpoints and emitted message ids, all in one transaction."""
+        if commits:
+            await self._run(_commit, list(commits))
+
+    async def watch(self, run_ids: Iterable[str], *, source: str) -> None:
+        await self._run(_watch, list(run_ids), source, True)
+
+    async def unwatch(self, run_ids: Iterable[str]) -> None:
+        await self._run(_watch, list(run_ids), "", False)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.executescript(SCHEMA)
+    conn.execute(
+        "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+    )
+    return conn
+
+
+def _open_or_recover(path: Path) -> tuple[sqlite3.Connection, list[str]]:
+    notes: list[str] = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = _connect(path)
+        ok = conn.execute("PRAGMA quick_check").fetchone()
+        if ok and ok[0] == "ok":
+            return conn, notes
+        notes.append(f"integrity check failed: {ok[0] if ok else 'no answer'}")
+        conn.close()
+    except sqlite3.DatabaseError as exc:
+        notes.append(f"not a usable database: {exc}")
+    salvaged = _salvage(path)
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            src.replace(Path(str(aside) + suffix))
+    notes.append(f"moved the damaged file to {aside.name}; kept {len(salvaged)} run(s)")
+    conn = _connect(path)
+    with conn:
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT OR REPLACE INTO runs(run_id, checkpoint, source, watched, added_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            salvaged,
+        )
+        conn.execute("COMMIT")
+    return conn, notes
+
+
+def _salvage(path: Path) -> list[tuple[str, bytes | None, str, int, float]]:
+    """Whatever rows of ``runs`` can still be read from a damaged file."""
+    rows: list[tuple[str, bytes | None, str, int, float]] = []
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return rows
+    try:
+        cursor = conn.execute("SELECT run_id, checkpoint, source, watched, added_at FROM runs")
+        while True:
+            try:
+                row = cursor.fetchone()
+            except sqlite3.Error:
+                break
+            if row is None:
+                break
+            rows.append(row)
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()
+    return rows
+
+
+def _load(conn: sqlite3.Connection) -> list[StoredRun]:
+    out: list[StoredRun] = []
+    bad: list[str] = []
+    for run_id, raw, source, watched in conn.execute(
+        "SELECT run_id, checkpoint, source, watched FROM runs"
+    ):
+        checkpoint = Checkpoint(run_id=run_id)
+        if raw is not None:
+            try:
+                checkpoint = Checkpoint.from_json(raw)
+            except ValueError as exc:
+                bad.append(run_id)
+                log.warning(
+                    "checkpoint unreadable; the run starts afresh", run_id=run_id, error=str(exc)
+                )
+        out.append(
+            StoredRun(run_id=run_id, checkpoint=checkpoint, source=source, watched=bool(watched))
+        )
+    return out
+
+
+def _known(conn: sqlite3.Connection, run_id: str, ids: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for message_id, digest in conn.execute(
+            f"SELECT message_id, digest FROM seen WHERE run_id = ? AND message_id IN ({marks})",
+            [run_id, *chunk],
+        ):
+            found[message_id] = digest
+    return found
+
+
+def _commit(conn: sqlite3.Connection, commits: list[Commit]) -> None:
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for c in commits:
+            cp = c.checkpoint
+            conn.execute(
+                "INSERT INTO runs(run_id, checkpoint, source, watched, added_at) "
+                "VALUES (?, ?, 'config', 1, ?) "
+                "ON CONFLICT(run_id) DO UPDATE SET checkpoint = excluded.checkpoint",
+                (cp.run_id, cp.to_json(), now),
+            )
+            if c.seen:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO seen(run_id, message_id, digest) VALUES (?, ?, ?)",
+                    [(cp.run_id, mid, digest) for mid, digest in c.seen],
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _watch(conn: sqlite3.Connection, run_ids: list[str], source: str, watched: bool) -> None:
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for run_id in run_ids:
+            if watched:
+                conn.execute(
+                    "INSERT INTO runs(run_id, checkpoint, source, watched, added_at) "
+                    "VALUES (?, NULL, ?, 1, ?) "
+                    "ON CONFLICT(run_id) DO UPDATE SET watched = 1, source = excluded.source",
+                    (run_id, source, now),
+                )
+            else:
+                conn.execute("UPDATE runs SET watched = 0 WHERE run_id = ?", (run_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

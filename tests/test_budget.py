@@ -1,0 +1,79 @@
+"""The request budget: never more than N in any window; the server can only tighten it."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from duvo_monitor.api import Observation
+from duvo_monitor.budget import Budget
+from duvo_monitor.clock import Clock
+from duvo_monitor.models import RateLimit
+
+
+def observation(status: int = 200, **rate: float) -> Observation:
+    return Observation(
+        endpoint="GET /v2/runs/{run_id}",
+        status=status,
+        seconds=0.01,
+        rate=RateLimit(**rate),  # type: ignore[arg-type]
+        at=time.time(),
+    )
+
+
+@pytest.mark.anyio
+async def test_never_more_than_limit_in_any_window() -> None:
+    """With a 600x clock, 30/min admits 30 at once, and the 31st only a window later."""
+    clock = Clock.scaled(600)
+    budget = Budget(30, clock=clock, window=60, margin=1)
+    sent: list[float] = []
+    with anyio.fail_after(5):
+        for _ in range(45):
+            await budget.acquire()
+            sent.append(clock.monotonic())
+    for i, t in enumerate(sent):
+        in_window = [s for s in sent if t <= s < t + 60]
+        assert len(in_window) <= 30, i
+    assert sent[30] - sent[0] >= 61 - 0.5
+
+
+def test_server_limit_tightens_never_loosens() -> None:
+    """x-ratelimit-limit below ours lowers the budget; above ours changes nothing."""
+    budget = Budget(300, clock=Clock())
+    budget.observe(observation(limit=100))
+    assert budget.limit == 100
+    budget.observe(observation(limit=1000))
+    assert budget.limit == 300
+
+
+def test_429_pauses_everything_until_retry_after() -> None:
+    """A 429 with retry-after pauses all requests for that long."""
+    budget = Budget(300, clock=Clock())
+    assert budget.wait_time() == 0
+    budget.observe(observation(429, retry_after=7))
+    assert 6 < budget.wait_time() <= 7
+    assert budget.rate_limited == 1
+
+
+def test_429_without_header_pauses_cautiously() -> None:
+    """A bare 429 still pauses (a few seconds), never ignored."""
+    budget = Budget(300, clock=Clock())
+    budget.observe(observation(429))
+    assert budget.wait_time() > 0
+
+
+def test_server_remaining_zero_waits_for_reset() -> None:
+    """remaining 0 with a reset in 20 s: no request before the reset."""
+    budget = Budget(300, clock=Clock())
+    budget.observe(observation(remaining=0, reset=time.time() + 20))
+    assert 19 < budget.wait_time() <= 20
+    snap = budget.snapshot()
+    assert snap.remaining == 0
+
+
+def test_rejects_zero_budget() -> None:
+    """A budget of 0 requests is a configuration error, not a hang."""
+    with pytest.raises(ValueError, match="at least one"):
+        Budget(0, clock=Clock())

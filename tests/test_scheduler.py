@@ -1,0 +1,138 @@
+"""The scheduler: square-root allocation, phases, hints, backoff, no double polls. Pure."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+from duvo_monitor.config import PollingConfig
+from duvo_monitor.differ import Checkpoint
+from duvo_monitor.scheduler import Plan, Scheduler, stable_phase
+
+BOTH = Plan(status=True, messages=True)
+
+
+def ids(n: int) -> list[str]:
+    return [f"{i:08x}-0000-4000-8000-000000000000" for i in range(n)]
+
+
+def make(n: int = 3, **polling: object) -> Scheduler:
+    s = Scheduler(PollingConfig(**polling), rng=random.Random(1))  # type: ignore[arg-type]
+    s.rate = 4.0
+    for run_id in ids(n):
+        s.add(Checkpoint(run_id=run_id, status="running"), 0.0)
+    return s
+
+
+def finish(s: Scheduler, run_id: str, now: float, news: int = 0, **kw: object) -> None:
+    track = s.tracks[run_id]
+    s.done(
+        track,
+        now,
+        plan=BOTH,
+        status_news=0,
+        message_news=news,
+        status_changed=bool(kw.get("status_changed", False)),
+        hint_status=False,
+        more_messages=False,
+        error_delay=kw.get("error_delay"),  # type: ignore[arg-type]
+    )
+
+
+def test_phase_is_stable_and_spread() -> None:
+    """Each run's phase comes from its id, and ids spread over [0, 1)."""
+    values = [stable_phase(r) for r in ids(200)]
+    assert values == [stable_phase(r) for r in ids(200)]
+    assert min(values) < 0.05 and max(values) > 0.95
+
+
+def test_never_polled_twice_at_once() -> None:
+    """A run popped for polling is not due again until its poll is done."""
+    s = make(1)
+    track = s.pop_due(100.0)
+    assert track is not None
+    s.hint(track.run_id, 100.0, status=True, messages=True)
+    assert s.pop_due(1000.0) is None
+    finish(s, track.run_id, 101.0)
+    assert s.pop_due(10_000.0) is not None
+
+
+def test_busy_runs_polled_more_often_by_sqrt_rule() -> None:
+    """A run with 16x the news rate gets about 4x the poll rate (the square-root rule)."""
+    s = make(2, min_interval=0.01, max_interval=1e6)
+    busy, quiet = ids(2)
+    for k in range(1, 400):
+        finish(s, busy, k * 1.0, news=16)
+        finish(s, quiet, k * 1.0, news=1)
+    s.recompute()
+    ratio = s.message_interval(s.tracks[quiet]) / s.message_interval(s.tracks[busy])
+    assert 3.5 < ratio < 4.5
+
+
+def test_total_probe_rate_matches_budget() -> None:
+    """The intervals of all probes add up to the budget the scheduler was given."""
+    s = make(20, min_interval=0.001, max_interval=1e6)
+    s.recompute()
+    total = sum(1 / s.message_interval(t) + 1 / s.status_interval(t) for t in s.tracks.values())
+    assert math.isclose(total, s.rate, rel_tol=1e-6)
+
+
+def test_waiting_runs_slow_down() -> None:
+    """A waiting run is polled at waiting_interval."""
+    s = make(1, waiting_interval=30.0)
+    track = s.tracks[ids(1)[0]]
+    track.cp = replace(track.cp, status="waiting")
+    assert s.status_interval(track) == 30.0
+
+
+def test_terminal_drains_then_lingers_then_retires() -> None:
+    """completed: drain now; verified: linger at linger_interval; after linger: retired."""
+    s = make(1, linger=100.0, linger_interval=10.0)
+    track = s.tracks[ids(1)[0]]
+    track.cp = replace(track.cp, status="completed", verified=False)
+    assert track.phase == "ending"
+    assert s.message_interval(track) == 0.0
+    track.cp = replace(track.cp, verified=True)
+    assert track.phase == "lingering"
+    finish(s, track.run_id, 1.0)
+    assert track.status_due == 11.0 and track.msg_due == math.inf
+    finish(s, track.run_id, 200.0)
+    assert track.retired
+
+
+def test_failed_runs_retire_after_drain() -> None:
+    """failed cannot resume: once drained, it retires at once."""
+    s = make(1)
+    track = s.tracks[ids(1)[0]]
+    track.cp = replace(track.cp, status="failed", verified=True)
+    finish(s, track.run_id, 1.0)
+    assert track.retired
+
+
+def test_errors_back_off_with_jitter_per_run() -> None:
+    """A failed poll pushes only that run back, more each time."""
+    s = make(2, min_interval=1.0, max_interval=1.0)
+    bad, good = ids(2)
+    finish(s, bad, 10.0, error_delay=0.0)
+    first = s.tracks[bad].msg_due - 10.0
+    finish(s, bad, 10.0, error_delay=0.0)
+    second = s.tracks[bad].msg_due - 10.0
+    assert 1.0 < first < second
+    finish(s, good, 10.0)
+    assert s.tracks[good].msg_due == 11.0
+
+
+def test_retry_after_is_honoured() -> None:
+    """A 429's retry-after is the least a run waits."""
+    s = make(1)
+    finish(s, ids(1)[0], 0.0, error_delay=30.0)
+    assert s.tracks[ids(1)[0]].msg_due >= 0.0 + 30 * 0.75
+
+
+def test_round_robin_gives_everyone_the_same_interval() -> None:
+    """The round-robin baseline: equal intervals sized to the budget."""
+    s = make(10, policy="round_robin", min_interval=0.1)
+    s.recompute()
+    intervals = {s.message_interval(t) for t in s.tracks.values()}
+    assert intervals == {2 * 10 / 4.0}

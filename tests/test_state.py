@@ -1,0 +1,87 @@
+"""The SQLite state: checkpoints, seen ids, watch list, recovery from damaged files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from duvo_monitor.differ import Checkpoint
+from duvo_monitor.state import Commit, StateStore
+
+RUN = "11111111-1111-4111-8111-111111111111"
+OTHER = "22222222-2222-4222-8222-222222222222"
+
+
+@pytest.mark.anyio
+async def test_commit_and_reload(tmp_path: Path) -> None:
+    """A committed checkpoint and its seen ids come back after reopening."""
+    store = await StateStore.open(tmp_path / "s.db")
+    cp = Checkpoint(run_id=RUN, status="running", next_index=3, tail=(("m1", "d1"),))
+    await store.commit([Commit(checkpoint=cp, seen=[("m1", "d1"), ("m2", "d2")])])
+    await store.close()
+    store = await StateStore.open(tmp_path / "s.db")
+    runs = {r.run_id: r for r in await store.load()}
+    assert runs[RUN].checkpoint == cp
+    assert await store.known(RUN, ["m1", "m2", "m3"]) == {"m1": "d1", "m2": "d2"}
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_watch_and_unwatch(tmp_path: Path) -> None:
+    """Runs added from outside persist with their source; unwatch keeps the row."""
+    store = await StateStore.open(tmp_path / "s.db")
+    await store.watch([RUN, OTHER], source="api")
+    await store.unwatch([OTHER])
+    runs = {r.run_id: r for r in await store.load()}
+    assert runs[RUN].watched and runs[RUN].source == "api"
+    assert not runs[OTHER].watched
+    await store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated"])
+async def test_damaged_file_is_recovered(tmp_path: Path, damage: str) -> None:
+    """An empty, garbage or truncated state file is moved aside and the daemon starts."""
+    path = tmp_path / "s.db"
+    store = await StateStore.open(path)
+    for i in range(200):
+        run = f"{i:08x}-1111-4111-8111-111111111111"
+        await store.commit([Commit(checkpoint=Checkpoint(run_id=run, next_index=i))])
+    await store.close()
+    data = path.read_bytes()
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    else:
+        path.write_bytes(data[: len(data) // 2])
+    store = await StateStore.open(path)
+    runs = await store.load()
+    assert isinstance(runs, list)
+    await store.commit([Commit(checkpoint=Checkpoint(run_id=RUN))])
+    await store.close()
+    if damage != "empty":
+        assert store.recovered, "the damage is reported"
+        assert list(tmp_path.glob("s.db.corrupt-*"))
+
+
+@pytest.mark.anyio
+async def test_unreadable_checkpoint_starts_that_run_afresh(tmp_path: Path) -> None:
+    """One bad checkpoint row does not cost the others."""
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    store = await StateStore.open(path)
+    await store.commit([Commit(checkpoint=Checkpoint(run_id=RUN, next_index=7))])
+    await store.commit([Commit(checkpoint=Checkpoint(run_id=OTHER, next_index=9))])
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE runs SET checkpoint = 'not json' WHERE run_id = ?", (OTHER,))
+    conn.commit()
+    conn.close()
+    store = await StateStore.open(path)
+    runs = {r.run_id: r for r in await store.load()}
+    assert runs[RUN].checkpoint.next_index == 7
+    assert runs[OTHER].checkpoint == Checkpoint(run_id=OTHER)
+    await store.close()
