@@ -256,7 +256,9 @@ class DuvoClient:
         body = _expect_object(data, endpoint)
         teams = body.get("teams")
         if not isinstance(teams, list):
-            raise MalformedResponse("field teams is missing or not an array", endpoint=endpoint)
+            raise MalformedResponse(
+                "field teams is missing or not an array", endpoint=endpoint, field="teams"
+            )
         return [
             Team.from_api(t, endpoint=endpoint, where=f"teams[{i}]") for i, t in enumerate(teams)
         ]
@@ -355,7 +357,7 @@ class DuvoClient:
         self._observe(endpoint, status, started, rate, None)
         assert status is not None
         if status != ok and not (200 <= status < 300 and ok in (200, 201)):
-            raise _status_error(endpoint, status, body, content_type, rate)
+            raise _status_error(endpoint, status, body, content_type, rate, self.api_key)
         return _decode_json(body, content_type, endpoint, status)
 
     async def _read_capped(self, response: httpx.Response, endpoint: str) -> bytes:
@@ -420,7 +422,7 @@ def _decode_json(body: bytes, content_type: str, endpoint: str, status: int) -> 
 
 
 def _status_error(
-    endpoint: str, status: int, body: bytes, content_type: str, rate: RateLimit
+    endpoint: str, status: int, body: bytes, content_type: str, rate: RateLimit, key: Secret
 ) -> ApiStatusError:
     error: str | None = None
     message: str | None = None
@@ -433,6 +435,8 @@ def _status_error(
         message = parsed.get("message") if isinstance(parsed.get("message"), str) else None
     elif body:
         message = f"non-JSON error body ({content_type or 'untyped'}, {len(body)} bytes)"
+    # A server may echo the key it refused ("invalid key sk-..."); it must not reach our errors.
+    error, message = _redact(error, key), _redact(message, key)
     if status == 429:
         return RateLimited(
             endpoint=endpoint, error=error, message=message, retry_after=rate.retry_after
@@ -441,6 +445,11 @@ def _status_error(
         return ServerError(endpoint=endpoint, status=status, error=error, message=message)
     cls = STATUS_ERRORS.get(status, UnexpectedStatus)
     return cls(endpoint=endpoint, status=status, error=error, message=message)
+
+
+def _redact(text: str | None, key: Secret) -> str | None:
+    secret = key.reveal()
+    return text.replace(secret, "***") if text and secret else text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -454,7 +463,7 @@ class Retry:
     def delay(self, attempt: int, error: ApiError, rng: random.Random) -> float:
         if isinstance(error, RateLimited) and error.retry_after is not None:
             return float(min(self.cap * 4, error.retry_after))
-        return min(self.cap, self.backoff * 2**attempt) * (0.5 + rng.random() / 2)
+        return min(self.cap, self.backoff * 2.0**attempt) * (0.5 + rng.random() / 2)
 
 
 async def with_retries(

@@ -13,6 +13,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,12 +74,16 @@ class _Reader:
 
     def flag(self, name: str, *, required: bool = True) -> bool | None:
         value = self._get(name, required)
+        if value is None and required:
+            raise self._fail(name, "is null, expected a boolean")
         if value is not None and not isinstance(value, bool):
             raise self._fail(name, f"is {_kind(value)}, expected a boolean")
         return value
 
     def number(self, name: str, *, required: bool = True) -> float | None:
         value = self._get(name, required)
+        if value is None and required:
+            raise self._fail(name, "is null, expected a number")
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise self._fail(name, f"is {_kind(value)}, expected a number")
         return value
@@ -569,25 +574,28 @@ class RateLimit:
         )
 
 
-def _int_header(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        number = int(float(value.strip()))
-    except ValueError:
-        return None
-    return number if number >= 0 else None
-
-
-def _reset_header(value: str | None, now: float) -> float | None:
-    """``x-ratelimit-reset``: unix seconds per Duvo's docs; small numbers read as delta seconds."""
+def _number_header(value: str | None) -> float | None:
+    """A finite number, else None: ``inf``, ``nan`` and junk are ignored, never raised."""
     if value is None:
         return None
     try:
         number = float(value.strip())
     except ValueError:
         return None
-    if number < 0:
+    return number if math.isfinite(number) else None
+
+
+def _int_header(value: str | None) -> int | None:
+    number = _number_header(value)
+    if number is None:
+        return None
+    return int(number) if number >= 0 else None
+
+
+def _reset_header(value: str | None, now: float) -> float | None:
+    """``x-ratelimit-reset``: unix seconds per Duvo's docs; small numbers read as delta seconds."""
+    number = _number_header(value)
+    if number is None or number < 0:
         return None
     # Tolerate both readings: a delta (some APIs) or an absolute unix time (Duvo's docs).
     return now + number if number < 1_000_000_000 else number
@@ -597,15 +605,15 @@ def _retry_after(value: str | None, now: float) -> float | None:
     """``retry-after``: delay seconds, or an HTTP date (RFC 9110)."""
     if value is None:
         return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
+    seconds = _number_header(value)
+    if seconds is None:
         from email.utils import parsedate_to_datetime
 
         try:
-            when = parsedate_to_datetime(value)
+            when = parsedate_to_datetime(value.strip())
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # "-0000": UTC, not the host's local time
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now
     return max(0.0, seconds)
