@@ -1,0 +1,1 @@
+"""Where events go: stdout, a file, a webhook. Each behind the one :class:`Sink` protocol."""

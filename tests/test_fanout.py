@@ -1,0 +1,271 @@
+"""The fan-out: isolation between sinks, backpressure, drops, filters, acks, drain, reload."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from sinkkit import AGENT, RUN_B, Observed, RecordingSink, events, eventually, make_event
+
+from duvo_monitor.clock import Clock
+from duvo_monitor.errors import SinkError
+from duvo_monitor.events import Event
+from duvo_monitor.fanout import FanOut
+from duvo_monitor.sinks.backoff import Backoff
+from duvo_monitor.sinks.base import SinkClosed
+
+pytestmark = pytest.mark.anyio
+FAST_RETRY = Backoff(initial=0.005, maximum=0.01)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def fanout_of(*sinks: RecordingSink, observer: Observed | None = None) -> FanOut:
+    return FanOut(list(sinks), observer=observer or Observed(), clock=Clock(), retry=FAST_RETRY)
+
+
+async def test_a_slow_sink_does_not_delay_a_fast_one() -> None:
+    """With a sink that takes 200 ms per event beside it, the fast sink gets each event within
+    a fraction of that delay (measured from publish), while the slow one is still at its first."""
+    slow, fast = RecordingSink("slow"), RecordingSink("fast")
+    slow.delay = 0.2
+    fanout = fanout_of(slow, fast)
+    published: list[float] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        for event in events(10):
+            published.append(time.monotonic())
+            await fanout.publish([event])
+            await anyio.sleep(0.005)
+        await eventually(lambda: len(fast.received) == 10, within=1)
+        latencies = [got - sent for got, sent in zip(fast.times, published, strict=True)]
+        assert len(slow.received) <= 1
+        tg.cancel_scope.cancel()
+    assert fast.received == events(10)
+    assert max(latencies) < 0.1, latencies  # half the slow sink's per-event delay
+
+
+async def test_a_stuck_sink_does_not_hold_the_others_or_publish() -> None:
+    """A sink blocked forever (room in its buffer) holds only its own acks."""
+    stuck, fast = RecordingSink("stuck"), RecordingSink("fast")
+    stuck.gate = anyio.Event()
+    fanout = fanout_of(stuck, fast)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        deliveries = [await fanout.publish(events(1, start=i)) for i in range(50)]
+        await eventually(lambda: len(fast.received) == 50, within=2)
+        assert not any(d.done for d in deliveries)  # the stuck sink has not acked
+        stuck.gate.set()
+        with anyio.fail_after(2):
+            for delivery in deliveries:
+                await delivery.wait()
+        assert stuck.received == fast.received == events(50)
+        tg.cancel_scope.cancel()
+
+
+async def test_full_buffer_blocks_publish_after_feeding_the_others() -> None:
+    """on_full=block: publish waits for room (backpressure), but the other sinks already have
+    the events of the waiting publish."""
+    small, other = RecordingSink("small", buffer=2), RecordingSink("other")
+    small.gate = anyio.Event()
+    fanout = fanout_of(small, other)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        await fanout.publish(events(1))  # taken by the worker, held at the gate
+        await anyio.sleep(0.01)
+        await fanout.publish(events(2, start=1))  # fills the buffer
+        with anyio.move_on_after(0.1) as waited:
+            await fanout.publish(events(1, start=3))
+        assert waited.cancelled_caught, "publish should wait for room"
+        assert [e.data["n"] for e in other.received] == [0, 1, 2, 3]
+        small.gate.set()
+        with anyio.fail_after(2):
+            delivery = await fanout.publish(events(1, start=4))
+            await delivery.wait()
+        tg.cancel_scope.cancel()
+    assert [e.data["n"] for e in small.received] == [0, 1, 2, 4]
+
+
+async def test_drop_oldest_never_blocks_and_counts_every_drop() -> None:
+    """on_full=drop_oldest: publish never waits; the oldest buffered events are dropped,
+    acknowledged, counted and logged by id."""
+    lossy = RecordingSink("lossy", buffer=3, on_full="drop_oldest")
+    lossy.gate = anyio.Event()
+    observed = Observed()
+    fanout = fanout_of(lossy, observer=observed)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        first = await fanout.publish(events(1))
+        await anyio.sleep(0.01)
+        with anyio.fail_after(1):
+            deliveries = [await fanout.publish(events(1, start=i)) for i in range(1, 6)]
+        assert [d.done for d in deliveries] == [True, True, False, False, False]
+        assert observed.count("dropped", "lossy", "queue_full") == 2
+        lossy.gate.set()
+        with anyio.fail_after(2):
+            await first.wait()
+            for delivery in deliveries:
+                await delivery.wait()
+        tg.cancel_scope.cancel()
+    assert [e.data["n"] for e in lossy.received] == [0, 3, 4, 5]
+
+
+async def test_filters_route_by_type_glob_and_agent() -> None:
+    """types globs and agent ids choose events; an event nobody wants is acked at once."""
+    runs = RecordingSink("runs", types=("ai.duvo.run.*",))
+    agent = RecordingSink("agent", agents=frozenset({AGENT}))
+    fanout = fanout_of(runs, agent)
+    status = make_event(1, type="ai.duvo.run.completed", agent=None)
+    message = make_event(2, type="ai.duvo.message.created")
+    nobody = make_event(3, type="ai.duvo.message.updated", agent="someone-else", run=RUN_B)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        assert (await fanout.publish([nobody])).done
+        with anyio.fail_after(2):
+            await (await fanout.publish([status, message, nobody])).wait()
+        tg.cancel_scope.cancel()
+    assert runs.received == [status]
+    assert agent.received == [message]
+
+
+async def test_delivery_waits_for_every_sink_through_retries() -> None:
+    """Delivery.wait returns only after every sink acked; a retrying sink delays only that."""
+    flaky, fine = RecordingSink("flaky"), RecordingSink("fine")
+    flaky.fail_next = 3
+    observed = Observed()
+    fanout = fanout_of(flaky, fine, observer=observed)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        delivery = await fanout.publish(events(4))
+        await eventually(lambda: bool(fine.received), within=2)
+        with anyio.fail_after(2):
+            await delivery.wait()
+        tg.cancel_scope.cancel()
+    assert flaky.received == fine.received == events(4)
+    assert observed.calls.count(("error", "flaky", "test")) == 3
+    health = [c for c in observed.calls if c[:2] == ("health", "flaky")]
+    assert [c[2] for c in health] == ["ok", "retry", "ok"]
+
+
+async def test_drain_delivers_what_is_buffered_then_run_returns() -> None:
+    """drain() empties the buffers, closes the sinks, and run() returns; later publishes fail."""
+    sink = RecordingSink("s")
+    sink.delay = 0.001
+    fanout = fanout_of(sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        for i in range(20):
+            await fanout.publish(events(5, start=5 * i))
+        assert await fanout.drain(anyio.current_time() + 5) == 0
+        with pytest.raises(anyio.ClosedResourceError):
+            await fanout.publish(events(1))
+    assert sink.received == events(100)
+    assert sink.closed
+
+
+async def test_drain_reports_what_a_stuck_sink_still_holds() -> None:
+    """At the deadline, drain() cancels a stuck sink and says how many events it left."""
+    stuck = RecordingSink("stuck")
+    stuck.gate = anyio.Event()
+    fanout = fanout_of(stuck)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        delivery = await fanout.publish(events(7))
+        assert await fanout.drain(anyio.current_time() + 0.05) == 7
+    assert not delivery.done
+    assert stuck.closed
+
+
+async def test_sink_closed_ends_run_unwrapped() -> None:
+    """stdout's SinkClosed comes out of run() as itself (not in a group), for a clean exit."""
+
+    class Closing(RecordingSink):
+        async def deliver(self, batch: object) -> None:
+            raise SinkClosed("reader went away", sink=self.name)
+
+    fanout = fanout_of(Closing("stdout"), RecordingSink("other"))
+    caught: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+
+        async def guard() -> None:
+            try:
+                await fanout.run()
+            except SinkClosed as exc:  # a bare except, as the daemon's guard has
+                caught.append(exc)
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(guard)
+        await anyio.sleep(0.01)
+        await fanout.publish(events(1))
+        await anyio.sleep_forever()
+    assert len(caught) == 1
+    assert caught[0].sink == "stdout"  # type: ignore[attr-defined]
+
+
+async def test_permanent_failure_drops_with_a_count() -> None:
+    """A permanent SinkError fails the sink; its events are acked as dropped, others go on."""
+
+    class Broken(RecordingSink):
+        async def deliver(self, batch: object) -> None:
+            raise SinkError("gone for good", sink=self.name, permanent=True)
+
+    observed = Observed()
+    fine = RecordingSink("fine")
+    fanout = fanout_of(Broken("broken"), fine, observer=observed)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        with anyio.fail_after(2):
+            await (await fanout.publish(events(3))).wait()
+            await (await fanout.publish(events(2, start=3))).wait()
+        assert fanout.health() == {"broken": "failed", "fine": "ok"}
+        tg.cancel_scope.cancel()
+    assert observed.count("dropped", "broken", "sink_failed") == 5
+    assert fine.received == events(5)
+
+
+async def test_reconfigure_keeps_loses_and_repeats_nothing() -> None:
+    """SIGHUP reload while publishing: the unchanged sink keeps running (and is reopened), a
+    removed one drains, an added one starts, a changed one hands over in order: every sink
+    sees each event once."""
+    kept, removed, changed = RecordingSink("kept"), RecordingSink("removed"), RecordingSink("c")
+    for sink in (kept, removed, changed):
+        sink.delay = 0.0005
+    fanout = fanout_of(kept, removed, changed)
+    published: list[Event] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+
+        finished = anyio.Event()
+
+        async def publisher() -> None:
+            for i in range(60):
+                batch = events(3, start=3 * i)
+                await fanout.publish(batch)
+                published.extend(batch)
+                await anyio.sleep(0.001)
+            finished.set()
+
+        tg.start_soon(publisher)
+        await anyio.sleep(0.03)
+        same_kept = RecordingSink("kept")
+        added = RecordingSink("added")
+        changed_new = RecordingSink("c", buffer=50)
+        before = len(published)
+        await fanout.reconfigure([same_kept, changed_new, added])
+        assert fanout.sinks == [kept, changed_new, added]
+        with anyio.fail_after(10):
+            await finished.wait()
+        assert await fanout.drain(anyio.current_time() + 5) == 0
+    assert kept.received == published
+    assert kept.reopened == 1
+    assert not same_kept.opened
+    assert removed.closed
+    assert published[: len(removed.received)] == removed.received
+    assert len(removed.received) >= before
+    assert changed.received + changed_new.received == published
+    assert added.received == published[len(published) - len(added.received) :]
+    assert len(added.received) > 0
