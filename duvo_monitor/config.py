@@ -79,7 +79,7 @@ class PollingConfig:
     linger: float = 3600.0
     linger_interval: float = 300.0
     sweep: Literal["auto", "on", "off"] = "auto"
-    sweep_interval: float = 2.0
+    sweep_interval: float = 1.0
     workers: int = 16
     tail_window: int = 5
     final_verify: Literal["full", "tail"] = "full"

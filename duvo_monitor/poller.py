@@ -41,6 +41,7 @@ class PollResult:
     status_news: int = 0
     message_news: int = 0
     status_changed: bool = False
+    touched: bool = False
     hint_status: bool = False
     more_messages: bool = False
     requests: int = 0
@@ -68,7 +69,8 @@ class Poller:
         try:
             if plan.status or cp.status is None:
                 await self._status(result)
-            if (plan.messages or result.status_changed) and not result.checkpoint.lost:
+            wanted = plan.messages or result.status_changed or result.touched
+            if wanted and not result.checkpoint.lost:
                 await self._messages(result)
         except ApiError as exc:
             result.error = exc
@@ -94,6 +96,10 @@ class Poller:
         except NotFound:
             snapshot = None
         diff = diff_status(cp, snapshot, seen_at=self.clock.time())
+        run = None if snapshot is None else snapshot.run
+        if run is not None and cp.updated_at is not None and run.updated_at != cp.updated_at:
+            # Same status, but the run moved: new messages are the likely news.
+            result.touched = True
         result.checkpoint = diff.checkpoint
         result.events.extend(diff.events)
         result.status_news += len(diff.events)

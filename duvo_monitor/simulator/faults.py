@@ -137,10 +137,18 @@ def html_page(status: int) -> bytes:
     ).encode()
 
 
+# Free-form payloads (a tool's arguments and output) are the agent's data, not the API's objects:
+# a growing API adds fields to its own objects, it does not rewrite what a tool returned.
+FREE_FORM = frozenset({"arguments", "result"})
+
+
 def add_extra_fields(payload: Any) -> Any:
-    """``payload`` with two unknown fields in every JSON object, nested ones included."""
+    """``payload`` with two unknown fields in every API object, nested ones included."""
     if isinstance(payload, dict):
-        out = {key: add_extra_fields(value) for key, value in payload.items()}
+        out = {
+            key: value if key in FREE_FORM else add_extra_fields(value)
+            for key, value in payload.items()
+        }
         out["x_sim_extra"] = "unknown field"
         out["x_sim_meta"] = {"rev": 2, "flags": ["beta"]}
         return out

@@ -1,0 +1,112 @@
+"""``duvo-monitor demo``: the embedded simulator with a lively scenario, and the real daemon
+watching it over HTTP on 127.0.0.1, time compressed, printing events until the story ends."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from duvo_monitor.clock import Clock
+from duvo_monitor.config import parse_config
+from duvo_monitor.credentials import Secret
+from duvo_monitor.daemon import Monitor
+from duvo_monitor.simulator import DEFAULT_API_KEY, Scenario, Simulator
+from duvo_monitor.sinks.base import Sink
+
+log = structlog.get_logger("duvo_monitor.demo")
+
+MAX_DEMO_SECONDS = 900.0
+
+
+def caught_up(monitor: Monitor, sim: Simulator) -> bool:
+    """The daemon has seen everything the simulator will ever show."""
+    for run in sim.world.runs():
+        track = monitor.scheduler.tracks.get(run.id)
+        if track is None and run.deleted:
+            continue  # deleted before anyone could see it
+        if track is None or track.inflight:
+            return False
+        cp = track.cp
+        if run.deleted:
+            if not cp.lost:
+                return False
+        elif (
+            cp.status != run.status
+            or cp.next_index < len(run.messages)
+            or (cp.terminal and not cp.verified)
+        ):
+            return False
+    return True
+
+
+def run_demo(
+    *,
+    speed: float = 6.0,
+    scenario: str | None = None,
+    seed: int = 7,
+    sinks_factory: Callable[[], Sequence[Sink]] | None = None,
+) -> int:
+    story = Scenario.load(scenario) if scenario else Scenario.builtin("demo")
+    clock = Clock.scaled(speed)
+
+    async def main() -> int:
+        with tempfile.TemporaryDirectory(prefix="duvo-monitor-demo-") as tmp:
+            sim = Simulator(story, clock=clock, seed=seed)
+            async with anyio.create_task_group() as tg:
+                bound = await tg.start(sim.serve, "127.0.0.1", 0)
+                print(
+                    f"duvo-monitor demo: simulator at {bound.url}, {len(story.runs)} runs, "
+                    f"time x{speed:g}; the daemon discovers and follows them. Ctrl-C stops.",
+                    file=sys.stderr,
+                )
+                config = parse_config(
+                    {
+                        "api": {"base_url": bound.url, "version": "v2"},
+                        "watch": {"discover": {"since": "1h", "interval": "5s"}},
+                        "state": {"path": str(Path(tmp) / "demo.db")},
+                        "polling": {"min_interval": "500ms"},
+                    },
+                    source="demo",
+                )
+                monitor = Monitor(
+                    config,
+                    api_key=Secret(DEFAULT_API_KEY),
+                    environ={},
+                    clock=clock,
+                    sinks=None if sinks_factory is None else sinks_factory(),
+                )
+                finished = anyio.Event()
+
+                async def follow(*, task_status: TaskStatus[Monitor]) -> None:
+                    try:
+                        await monitor.run(task_status=task_status)
+                    finally:
+                        finished.set()
+
+                await tg.start(follow)
+                deadline = clock.monotonic() + MAX_DEMO_SECONDS
+                while not monitor.stopping.is_set():
+                    await clock.sleep(1.0)
+                    sim.world.advance(clock.time())
+                    quiet = sim.world.next_event_time() is None
+                    if (quiet and caught_up(monitor, sim)) or clock.monotonic() > deadline:
+                        monitor.stop(0)
+                await finished.wait()
+                tg.cancel_scope.cancel()
+            print(
+                f"duvo-monitor demo: done; {len(sim.requests)} API requests for "
+                f"{len(sim.truth)} changes.",
+                file=sys.stderr,
+            )
+            return 0
+
+    try:
+        return anyio.run(main)
+    except KeyboardInterrupt:
+        return 130

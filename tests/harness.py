@@ -1,0 +1,154 @@
+"""The world the integration tests run in: the simulator and the real daemon in one task group,
+over real HTTP on 127.0.0.1, time compressed, with an in-memory sink that records what arrived
+and when (on the simulated clock). Fakes, not mocks: the sink implements the Sink protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+from anyio.abc import TaskStatus
+
+from duvo_monitor.clock import Clock
+from duvo_monitor.config import parse_config
+from duvo_monitor.credentials import Secret
+from duvo_monitor.daemon import Monitor
+from duvo_monitor.demo import caught_up
+from duvo_monitor.events import Event
+from duvo_monitor.simulator import DEFAULT_API_KEY, Faults, Scenario, Simulator
+from duvo_monitor.simulator.scoring import Emitted, Score, score
+from duvo_monitor.sinks.base import SinkState
+from duvo_monitor.sinks.config import StdoutConfig
+
+
+class CollectSink:
+    """Keeps every event it is given, with the simulated time it arrived."""
+
+    def __init__(self, clock: Clock, name: str = "collect") -> None:
+        self.clock = clock
+        self._name = name
+        self.received: list[Emitted] = []
+        self._config = StdoutConfig(type="stdout", name=name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def config(self) -> StdoutConfig:
+        return self._config
+
+    @property
+    def state(self) -> SinkState:
+        return "ok"
+
+    @property
+    def backlog(self) -> int:
+        return 0
+
+    async def open(self) -> None:
+        return None
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        now = self.clock.time()
+        for event in batch:
+            self.received.append(Emitted(envelope=orjson.loads(event.line), at=now))
+
+    async def close(self) -> None:
+        return None
+
+    def reopen(self) -> None:
+        return None
+
+    def envelopes(self) -> list[dict[str, Any]]:
+        return [dict(e.envelope) for e in self.received]
+
+
+@dataclass(slots=True)
+class WorldResult:
+    sim: Simulator
+    monitor: Monitor
+    sink: CollectSink
+    settled: bool
+    requests: list[Any] = field(default_factory=list)
+
+    def score(self, **kw: Any) -> Score:
+        first = min((r.time for r in self.sim.requests), default=self.monitor.started_at)
+        kw.setdefault("start", first)
+        watched = set(self.monitor.scheduler.tracks)
+        kw.setdefault("runs", watched | {r.id for r in self.sim.world.runs() if not r.deleted})
+        return score(self.sim.truth, self.sink.received, **kw)
+
+    def types(self) -> list[str]:
+        return [str(e.envelope["type"]) for e in self.sink.received]
+
+
+async def run_world(
+    scenario: Scenario,
+    tmp_path: Path,
+    *,
+    speed: float = 40.0,
+    version: str = "v2",
+    discover: bool | None = None,
+    polling: Mapping[str, Any] | None = None,
+    api: Mapping[str, Any] | None = None,
+    faults: Faults | Sequence[Faults] | None = None,
+    rate_limit: int = 300,
+    wall_timeout: float = 60.0,
+    extra_config: Mapping[str, Any] | None = None,
+) -> WorldResult:
+    """Run until the daemon has seen everything the world will show (or ``wall_timeout``)."""
+    clock = Clock.scaled(speed)
+    sim = Simulator(scenario, clock=clock, rate_limit=rate_limit, faults=faults)
+    sink = CollectSink(clock)
+    discover = version == "v2" if discover is None else discover
+    settled = False
+    async with anyio.create_task_group() as tg:
+        bound = await tg.start(sim.serve, "127.0.0.1", 0)
+        raw: dict[str, Any] = {
+            "api": {"base_url": bound.url, "version": version, **(api or {})},
+            "state": {"path": str(tmp_path / "state.db")},
+            "polling": {"min_interval": "500ms", **(polling or {})},
+        }
+        if discover:
+            raw["watch"] = {"discover": {"since": "30d", "interval": "2s"}}
+        raw.update(extra_config or {})
+        monitor = Monitor(
+            parse_config(raw),
+            api_key=Secret(DEFAULT_API_KEY),
+            environ={},
+            clock=clock,
+            sinks=[sink],
+            handle_signals=False,
+        )
+        finished = anyio.Event()
+
+        async def follow(*, task_status: TaskStatus[Monitor]) -> None:
+            try:
+                await monitor.run(task_status=task_status)
+            finally:
+                finished.set()
+
+        await tg.start(follow)
+        with anyio.move_on_after(wall_timeout):
+            while True:
+                await anyio.sleep(0.05)
+                sim.world.advance(clock.time())
+                if not discover:
+                    fresh = [r.id for r in sim.world.runs() if r.id not in monitor.scheduler.tracks]
+                    if fresh:
+                        await monitor.add_runs(fresh, source="api")
+                if sim.world.next_event_time() is None and caught_up(monitor, sim):
+                    settled = True
+                    break
+        monitor.stop(0)
+        await finished.wait()
+        tg.cancel_scope.cancel()
+    return WorldResult(sim=sim, monitor=monitor, sink=sink, settled=settled)
