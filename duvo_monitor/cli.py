@@ -22,7 +22,7 @@ import structlog
 from duvo_monitor import __version__
 from duvo_monitor.api import DuvoClient, make_http_client, require_uuid, with_retries
 from duvo_monitor.config import Config, ControlConfig, WatchConfig, load_config, parse_config
-from duvo_monitor.credentials import API_KEY, CredentialError, Secret, read_secret
+from duvo_monitor.credentials import API_KEY, CONTROL_TOKEN, CredentialError, Secret, read_secret
 from duvo_monitor.errors import ApiError, ConfigError
 from duvo_monitor.logs import configure_logging, register_secret
 from duvo_monitor.models import HumanResponse
@@ -203,7 +203,23 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         else {"json": True, "console": False}.get(config.logging.format),
     )
     key = _api_key(config, environ)
-    return run_daemon(config, api_key=key, environ=environ, config_path=args.config)
+    token = None
+    if config.control.listen:
+        token = read_secret(
+            CONTROL_TOKEN,
+            environ=environ,
+            env_var=config.control.token_env,
+            file=config.control.token_file,
+        )
+        if token is None:
+            raise UsageError(
+                f"control.listen is set but there is no token: set {config.control.token_env}, "
+                f"control.token_file, or a systemd credential named {CONTROL_TOKEN}"
+            )
+        register_secret(token.reveal())
+    return run_daemon(
+        config, api_key=key, environ=environ, config_path=args.config, control_token=token
+    )
 
 
 def _watch_config(config: Config, run_ids: Sequence[str], state_dir: str) -> Config:

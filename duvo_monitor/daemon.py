@@ -38,7 +38,7 @@ from duvo_monitor.clock import Clock
 from duvo_monitor.config import Config, load_config, read_runs_file
 from duvo_monitor.credentials import Secret
 from duvo_monitor.differ import Checkpoint
-from duvo_monitor.errors import ApiError, ConfigError, DuvoMonitorError, SinkError
+from duvo_monitor.errors import ApiError, ConfigError, ConfigProblem, DuvoMonitorError, SinkError
 from duvo_monitor.events import TYPE_PREFIX, Event
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.logs import configure_logging
@@ -90,6 +90,7 @@ class Monitor:
         until_terminal: bool = False,
         handle_signals: bool = True,
         notifier: Notifier | None = None,
+        control_token: Secret | None = None,
     ) -> None:
         self.config = config
         self.api_key = api_key
@@ -102,10 +103,20 @@ class Monitor:
         self.until_terminal = until_terminal
         self.handle_signals = handle_signals
         self.notifier = notifier or Notifier.from_environ(environ)
+        self.control_token = control_token
+        if config.control.listen and control_token is None:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "control.listen", "the control API needs a token (control.token_env)"
+                    )
+                ]
+            )
         self.telemetry = Telemetry(
             self.registry,
             agent_label=config.metrics.agent_label,
             tool_cap=config.metrics.tool_cap,
+            agents=config.watch.discover.agents if config.watch.discover else (),
             clock=self.clock,
         )
         self.budget = Budget(config.api.requests_per_minute, clock=self.clock)
@@ -163,6 +174,13 @@ class Monitor:
                     self.bound["metrics"] = await root.start(
                         _serve_metrics, self.telemetry, host, port, self.clock
                     )
+                if config.control.listen:
+                    from duvo_monitor.control import serve_control
+
+                    host, port = httpserver.parse_listen(config.control.listen)
+                    self.bound["control"] = await root.start(
+                        serve_control, self, host, port, self.control_token
+                    )
                 if self.handle_signals:
                     root.start_soon(self._signals)
                 root.start_soon(watchdog_loop, self.notifier)
@@ -191,7 +209,11 @@ class Monitor:
 
     def _build_sinks(self, config: Config) -> list[Sink]:
         return build_sinks(
-            list(config.sinks), state_dir=config.state_dir, environ=self.environ, clock=self.clock
+            list(config.sinks),
+            state_dir=config.state_dir,
+            environ=self.environ,
+            clock=self.clock,
+            observer=self.telemetry,
         )
 
     async def _fanout_guard(self, *, task_status: TaskStatus[None]) -> None:
@@ -656,7 +678,19 @@ class Monitor:
         self.poller.config = new.polling
         configure_logging(new.logging.level, json=_log_json(new.logging.format, self.environ))
         if new.sinks != old.sinks and self._given_sinks is None:
-            await self.fanout.reconfigure(self._build_sinks(new))
+            try:
+                sinks = self._build_sinks(new)
+            except ConfigError as exc:
+                log.error(
+                    "new sinks refused; keeping the old config",
+                    problems=[str(p) for p in exc.problems],
+                )
+                self.config = old
+                self.scheduler.config = old.polling
+                self.poller.config = old.polling
+                self.notifier.ready()
+                return False
+            await self.fanout.reconfigure(sinks)
         else:
             for sink in self.fanout.sinks:
                 sink.reopen()
@@ -690,6 +724,7 @@ def run_daemon(
     config_path: str | None = None,
     until_terminal: bool = False,
     sinks_factory: Callable[[], Sequence[Sink]] | None = None,
+    control_token: Secret | None = None,
 ) -> int:
     """Run the daemon in this process until it stops; the exit code."""
     clock = Clock.from_environ(environ)
@@ -703,6 +738,7 @@ def run_daemon(
             config_path=config_path,
             until_terminal=until_terminal,
             sinks=None if sinks_factory is None else sinks_factory(),
+            control_token=control_token,
         )
         return await monitor.run()
 

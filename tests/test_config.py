@@ -121,3 +121,36 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["check-config", "--config", str(broken)], environ={}) == 2
     assert "not valid YAML" in capsys.readouterr().err
     assert main(["check-config", "--config", str(tmp_path / "missing.yaml")], environ={}) == 2
+
+
+def test_example_config_is_valid_and_complete() -> None:
+    """config.example.yaml parses and names every key the config tree knows."""
+    import dataclasses
+
+    from duvo_monitor import config as cfg
+    from duvo_monitor.sinks import config as sink_cfg
+
+    path = Path(__file__).parent.parent / "config.example.yaml"
+    load_config(path)
+    text = path.read_text()
+    classes = [
+        cfg.ApiConfig,
+        cfg.WatchConfig,
+        cfg.DiscoverConfig,
+        cfg.StateConfig,
+        cfg.MetricsConfig,
+        cfg.PollingConfig,
+        cfg.LoggingConfig,
+        cfg.ControlConfig,
+        sink_cfg.SinkConfig,
+        sink_cfg.StdoutConfig,
+        sink_cfg.FileConfig,
+        sink_cfg.WebhookConfig,
+    ]
+    missing = [
+        f"{c.__name__}.{f.name}"
+        for c in classes
+        for f in dataclasses.fields(c)
+        if f"{f.name}:" not in text
+    ]
+    assert not missing
