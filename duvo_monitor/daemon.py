@@ -362,11 +362,10 @@ class Monitor:
             self.telemetry.rate_limited(observation.rate.retry_after)
         if observation.error == "MalformedResponse":
             self.telemetry.malformed_answer(observation.endpoint)
-        if (
-            observation.status is not None
-            and observation.status < 500
-            and observation.status != 429
-        ):
+        # 401, 403 and 429 are answers, but not ones a ready monitor gets.
+        status = observation.status
+        answered = status is not None and status < 500 and status not in (401, 403, 429)
+        if answered and observation.error is None:
             self.telemetry.api_answered(observation.at)
 
     # -- the watch list ----------------------------------------------------------------------

@@ -92,7 +92,7 @@ class ConsoleSink:
 
     def format(self, event: Event) -> str:
         when = event.time[11:19] if len(event.time) >= 19 else event.time
-        run = event.subject[:8]
+        run = f"{event.subject[:8]}..{event.subject[-4:]}"
         text = describe(event)
         status = event.type.removeprefix(f"{TYPE_PREFIX}run.")
         if self._colour and status in _COLOURS:
