@@ -15,6 +15,7 @@ import json
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import anyio
@@ -201,7 +202,13 @@ async def _read_request(conn: h11.Connection, stream: SocketStream, client: str)
 async def _write_response(conn: h11.Connection, stream: SocketStream, response: Response) -> bool:
     headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
     headers.append(("content-length", str(len(response.body))))
-    await stream.send(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    await stream.send(
+        conn.send(
+            h11.Response(
+                status_code=response.status, headers=headers, reason=_reason(response.status)
+            )
+        )
+    )
     if response.truncate_to is not None:
         await stream.send(response.body[: response.truncate_to])
         return False
@@ -209,6 +216,13 @@ async def _write_response(conn: h11.Connection, stream: SocketStream, response: 
         await stream.send(conn.send(h11.Data(data=response.body)))
     await stream.send(conn.send(h11.EndOfMessage()))
     return True
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 async def _send_error(conn: h11.Connection, stream: SocketStream, status: int, text: str) -> None:
