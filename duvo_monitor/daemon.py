@@ -38,7 +38,15 @@ from duvo_monitor.clock import Clock
 from duvo_monitor.config import Config, load_config, read_runs_file
 from duvo_monitor.credentials import Secret
 from duvo_monitor.differ import Checkpoint
-from duvo_monitor.errors import ApiError, ConfigError, ConfigProblem, DuvoMonitorError, SinkError
+from duvo_monitor.errors import (
+    ApiError,
+    ConfigError,
+    ConfigProblem,
+    DuvoMonitorError,
+    Forbidden,
+    SinkError,
+    Unauthorized,
+)
 from duvo_monitor.events import TYPE_PREFIX, Event
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.logs import configure_logging
@@ -236,7 +244,7 @@ class Monitor:
                 receive.close()
                 await self._dispatch(send)
                 # Stopped: polls in flight get a grace period to deliver and commit.
-                scope.deadline = anyio.current_time() + self.clock.wall(STOP_GRACE) + STOP_GRACE
+                scope.deadline = anyio.current_time() + STOP_GRACE
 
     async def _drain(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -275,6 +283,10 @@ class Monitor:
         plan = self.scheduler.plan(track, now)
         result = await self.poller.poll(track.cp, plan)
         error_delay = result.error_delay
+        if self.until_terminal and isinstance(result.error, Unauthorized | Forbidden):
+            # `watch` is interactive: a key that is refused will not get better by waiting.
+            log.error("the API refused the key", error=str(result.error))
+            self.stop(1)
         try:
             await self._deliver(track, result)
         except (SinkError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
@@ -743,6 +755,9 @@ def run_daemon(
 
     try:
         return anyio.run(main)
+    except ConfigError as exc:
+        log.error("config refused", problems=[str(p) for p in exc.problems])
+        return 2
     except DuvoMonitorError as exc:
         log.error("daemon failed", error=str(exc))
         return 1
