@@ -194,6 +194,7 @@ class Monitor:
                 root.start_soon(watchdog_loop, self.notifier)
                 root.start_soon(self._ticker)
                 root.start_soon(self._lister)
+                await self._redeliver_staged()
                 task_status.started(self)
                 await self._poll_until_stopped()
                 await self._drain()
@@ -313,22 +314,43 @@ class Monitor:
         self._wake.set()
 
     async def _deliver(self, track: Track, result: PollResult) -> None:
-        """Publish, wait for every sink's ack, then commit: the checkpoint follows delivery."""
+        """Stage, publish, wait for every sink's ack, then commit: the checkpoint follows
+        delivery, and the staged copy covers a crash in between (see state.py)."""
+        commit = Commit(checkpoint=result.checkpoint, seen=result.seen)
         if result.events:
+            await self.state.stage(commit, [e.line for e in result.events])
             now = self.clock.time()
             for event in result.events:
                 self._account(event, now)
             delivery = await self.fanout.publish(result.events)
             await delivery.wait()
-        if result.checkpoint != track.cp or result.seen:
+        if result.checkpoint != track.cp or result.seen or result.events:
             started = self.clock.monotonic()
-            await self.state.commit([Commit(checkpoint=result.checkpoint, seen=result.seen)])
+            await self.state.commit([commit])
             self.telemetry.state_commit(self.clock.monotonic() - started)
         track.cp = result.checkpoint
         cp = track.cp
         if cp.status is not None:
             self.telemetry.run_status(cp.run_id, cp.agent_id, cp.status)
             self.outcome.statuses[cp.run_id] = cp.status
+
+    async def _redeliver_staged(self) -> None:
+        """Events handed to the sinks before a crash but never acknowledged: again, same ids."""
+        staged = await self.state.staged()
+        for commit, lines in staged:
+            events = [Event.from_line(line) for line in lines]
+            delivery = await self.fanout.publish(events)
+            await delivery.wait()
+            await self.state.commit([commit])
+            track = self.scheduler.tracks.get(commit.checkpoint.run_id)
+            if track is not None:
+                track.cp = commit.checkpoint
+        if staged:
+            log.info(
+                "delivered events staged before a crash",
+                runs=len(staged),
+                events=sum(len(lines) for _, lines in staged),
+            )
 
     def _retired(self, track: Track) -> None:
         cp = track.cp

@@ -88,6 +88,22 @@ class Event:
             line=line,
         )
 
+    @classmethod
+    def from_line(cls, line: bytes) -> Event:
+        """An event back from its encoded line (the outbox keeps lines, not objects)."""
+        envelope = orjson.loads(line)
+        data = envelope["data"]
+        return cls(
+            id=envelope["id"],
+            type=envelope["type"],
+            subject=envelope["subject"],
+            time=envelope["time"],
+            data=data,
+            agent_id=data.get("agent_id"),
+            change_time=None,
+            line=line if line.endswith(b"\n") else line + b"\n",
+        )
+
     def envelope(self) -> dict[str, Any]:
         value: dict[str, Any] = orjson.loads(self.line)
         return value

@@ -9,6 +9,13 @@ Tables::
 
     runs(run_id PK, checkpoint JSON, source, watched, added_at)
     seen(run_id, message_id, digest, PK(run_id, message_id))   -- emitted messages, no bodies
+    outbox(run_id PK, checkpoint, seen, events)                -- handed to sinks, not yet acked
+
+The outbox closes the gap between "handed to the sinks" and "acknowledged": a poll's events and
+the checkpoint they lead to are staged *before* publishing, and removed in the same transaction
+that commits the checkpoint after the acknowledgement. After a crash in between, the daemon
+publishes the staged events again (same ids) before polling that run, so what the sinks saw and
+what the checkpoint says never drift apart, even when the run moved on while the daemon was down.
 
 A file that is empty, truncated or not a database is moved aside (``.corrupt-<time>``) and the
 rows that can still be read are carried into a fresh one; a run whose checkpoint cannot be read
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import orjson
 import structlog
 
 from duvo_monitor.differ import Checkpoint
@@ -42,6 +50,12 @@ CREATE TABLE IF NOT EXISTS runs (
     source TEXT NOT NULL DEFAULT 'config',
     watched INTEGER NOT NULL DEFAULT 1,
     added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    run_id TEXT PRIMARY KEY,
+    checkpoint BLOB NOT NULL,
+    seen BLOB NOT NULL,
+    events BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen (
     run_id TEXT NOT NULL,
@@ -125,6 +139,16 @@ class StateStore:
         """Write checkpoints and emitted message ids, all in one transaction."""
         if commits:
             await self._run(_commit, list(commits))
+
+    async def stage(self, commit: Commit, lines: Sequence[bytes]) -> None:
+        """Remember events handed to the sinks and the checkpoint they lead to."""
+        await self._run(_stage, commit, list(lines))
+
+    async def staged(self) -> list[tuple[Commit, list[bytes]]]:
+        """What was handed to the sinks but never acknowledged (after a crash)."""
+        result = await self._run(_staged)
+        assert isinstance(result, list)
+        return result
 
     async def watch(self, run_ids: Iterable[str], *, source: str) -> None:
         await self._run(_watch, list(run_ids), source, True)
@@ -251,10 +275,36 @@ def _commit(conn: sqlite3.Connection, commits: list[Commit]) -> None:
                     "INSERT OR REPLACE INTO seen(run_id, message_id, digest) VALUES (?, ?, ?)",
                     [(cp.run_id, mid, digest) for mid, digest in c.seen],
                 )
+            conn.execute("DELETE FROM outbox WHERE run_id = ?", (cp.run_id,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _stage(conn: sqlite3.Connection, commit: Commit, lines: list[bytes]) -> None:
+    cp = commit.checkpoint
+    conn.execute(
+        "INSERT OR REPLACE INTO outbox(run_id, checkpoint, seen, events) VALUES (?, ?, ?, ?)",
+        (cp.run_id, cp.to_json(), orjson.dumps(list(commit.seen)), b"".join(lines)),
+    )
+
+
+def _staged(conn: sqlite3.Connection) -> list[tuple[Commit, list[bytes]]]:
+    out: list[tuple[Commit, list[bytes]]] = []
+    for run_id, raw_cp, raw_seen, raw_events in conn.execute(
+        "SELECT run_id, checkpoint, seen, events FROM outbox"
+    ):
+        try:
+            checkpoint = Checkpoint.from_json(raw_cp)
+            seen = [(str(m), str(d)) for m, d in orjson.loads(raw_seen)]
+            lines = [line + b"\n" for line in bytes(raw_events).split(b"\n") if line.strip()]
+        except (ValueError, TypeError) as exc:
+            log.warning("staged events unreadable; dropped", run_id=run_id, error=str(exc))
+            conn.execute("DELETE FROM outbox WHERE run_id = ?", (run_id,))
+            continue
+        out.append((Commit(checkpoint=checkpoint, seen=seen), lines))
+    return out
 
 
 def _watch(conn: sqlite3.Connection, run_ids: list[str], source: str, watched: bool) -> None:

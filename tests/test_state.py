@@ -85,3 +85,34 @@ async def test_unreadable_checkpoint_starts_that_run_afresh(tmp_path: Path) -> N
     assert runs[RUN].checkpoint.next_index == 7
     assert runs[OTHER].checkpoint == Checkpoint(run_id=OTHER)
     await store.close()
+
+
+@pytest.mark.anyio
+async def test_outbox_survives_a_crash_and_commit_clears_it(tmp_path: Path) -> None:
+    """Staged events outlive the process until their checkpoint is committed."""
+    from duvo_monitor.events import Event
+
+    event = Event.build(
+        kind="message",
+        key="m1",
+        type="ai.duvo.message.created",
+        run_id=RUN,
+        agent_id=None,
+        time="2026-01-01T00:00:00.000Z",
+        change_time=None,
+        data={"run_id": RUN, "agent_id": None},
+    )
+    store = await StateStore.open(tmp_path / "s.db")
+    commit = Commit(checkpoint=Checkpoint(run_id=RUN, next_index=1), seen=[("m1", "d1")])
+    await store.stage(commit, [event.line])
+    await store.close()  # a crash before the acknowledgement
+    store = await StateStore.open(tmp_path / "s.db")
+    staged = await store.staged()
+    assert len(staged) == 1
+    again = Event.from_line(staged[0][1][0])
+    assert again.id == event.id and again.line == event.line
+    assert staged[0][0] == commit
+    await store.commit([staged[0][0]])
+    assert await store.staged() == []
+    assert await store.known(RUN, ["m1"]) == {"m1": "d1"}
+    await store.close()
