@@ -292,7 +292,10 @@ class Monitor:
             await self._deliver(track, result)
         except (SinkError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             log.error(
-                "delivery failed; the run will be polled again", run_id=track.run_id, error=str(exc)
+                "delivery failed; the run will be polled again",
+                run_id=track.run_id,
+                agent_id=track.cp.agent_id,
+                error=str(exc),
             )
             error_delay = 5.0
             result = PollResult(checkpoint=track.cp)
