@@ -22,7 +22,7 @@ import math
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -696,19 +696,28 @@ class Monitor:
             self.notifier.ready()
             return False
         old = self.config
-        if new.api != old.api or new.state != old.state or new.metrics != old.metrics:
-            log.warning("api, state and metrics settings change only on restart; kept the old ones")
-            new = Config(
-                api=old.api,
-                watch=new.watch,
-                state=old.state,
-                sinks=new.sinks,
-                metrics=old.metrics,
-                polling=new.polling,
-                logging=new.logging,
-                control=old.control,
-                source=new.source,
+        restart_only = (
+            new.api != old.api
+            or new.state != old.state
+            or new.metrics != old.metrics
+            or new.control.listen != old.control.listen
+        )
+        if restart_only:
+            log.warning(
+                "api, state, metrics and control.listen change only on restart; kept the old ones"
             )
+        new = replace(
+            new,
+            api=old.api,
+            state=old.state,
+            metrics=old.metrics,
+            control=replace(
+                new.control,
+                listen=old.control.listen,
+                token_env=old.control.token_env,
+                token_file=old.control.token_file,
+            ),
+        )
         self.config = new
         self.scheduler.config = new.polling
         self.poller.config = new.polling

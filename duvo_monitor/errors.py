@@ -17,7 +17,13 @@
     │   ├── TransportError          timeout, reset, refused: no answer at all
     │   └── MalformedResponse       an answer that is not what the schema promises
     ├── StateError                  the SQLite state store failed
-    └── SinkError                   a sink could not deliver
+    ├── SinkError                   a sink could not deliver
+    │   ├── SinkClosed              the reader went away for good (sinks/base.py)
+    │   └── SinkUnavailable         a transient failure with a metric kind (sinks/base.py)
+    └── ControlError                a running daemon's control API did not answer (control.py)
+
+    CredentialError (a ValueError, credentials.py): a secret could not be read; names where it
+    looked, never the value.
 
 Errors are translated once, at the edge that meets the outside (httpx in ``api``, sqlite3 in
 ``state``, OSError in the sinks), with ``raise ... from``. They carry fields, not only text, and
