@@ -28,6 +28,8 @@ from duvo_monitor.clock import Clock
 
 DEFAULT_429_PAUSE = 5.0
 MAX_SLEEP_STEP = 1.0
+PRIORITY_YIELD = 0.01
+PRIORITY_ENDPOINTS = frozenset({"GET /v2/teams/{teamId}/runs"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +63,7 @@ class Budget:
         self._sent_since_report = 0
         self._inflight = 0
         self._lock = anyio.Lock()
+        self._priority_waiting = 0
         self.rate_limited = 0
 
     @property
@@ -92,13 +95,30 @@ class Budget:
         return wait
 
     async def acquire(self, endpoint: str = "") -> None:
-        """Wait until a request fits the budget, then count it as sent."""
+        """Wait until a request fits the budget, then count it as sent.
+
+        Requests wait their turn in order, except the change detector: a list-runs sweep
+        (``PRIORITY_ENDPOINTS``) goes ahead of the queue, since one sweep tells which of the
+        queued polls are worth their request.
+        """
+        if endpoint in PRIORITY_ENDPOINTS:
+            self._priority_waiting += 1
+            try:
+                while (wait := self.wait_time()) > 0:
+                    await self.clock.sleep(min(wait, MAX_SLEEP_STEP))
+                self._take()
+            finally:
+                self._priority_waiting -= 1
+            return
         async with self._lock:
-            while (wait := self.wait_time()) > 0:
-                await self.clock.sleep(min(wait, MAX_SLEEP_STEP))
-            self._log.append(self.clock.monotonic())
-            self._sent_since_report += 1
-            self._inflight += 1
+            while (wait := self.wait_time()) > 0 or self._priority_waiting:
+                await self.clock.sleep(min(max(wait, PRIORITY_YIELD), MAX_SLEEP_STEP))
+            self._take()
+
+    def _take(self) -> None:
+        self._log.append(self.clock.monotonic())
+        self._sent_since_report += 1
+        self._inflight += 1
 
     def observe(self, observation: Observation) -> None:
         """Fold one answer's rate-limit headers (and a 429) into the budget."""

@@ -21,6 +21,9 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -67,6 +70,7 @@ TICK = 1.0
 SWEEP_SHARE = 0.25
 SWEEP_MAX_PAGES = 10
 SWEEP_MIN_RUNS = 3
+STUCK_THREAD_GRACE = 0.25
 
 
 @dataclass(slots=True)
@@ -135,6 +139,7 @@ class Monitor:
         self._wake = anyio.Event()
         self._ready = False
         self._sweep_pages = 1
+        self._rate_factor = 1.0
         self._swept: dict[str, str] = {}
         self._runs_file_mtime: float | None = None
         self._status_text = ""
@@ -299,6 +304,7 @@ class Monitor:
             )
             error_delay = 5.0
             result = PollResult(checkpoint=track.cp)
+        self._weigh_sweep(track, result)
         done = self.clock.monotonic()
         was_live = not track.retired
         self.scheduler.done(
@@ -315,6 +321,19 @@ class Monitor:
         if was_live and track.retired:
             self._retired(track)
         self._wake.set()
+
+    def _weigh_sweep(self, track: Track, result: PollResult) -> None:
+        """Did the last sweep's updated_at already reflect the messages this poll found?"""
+        if track.swept_time is None:
+            return
+        for event in result.events:
+            if event.type != f"{TYPE_PREFIX}message.created" or event.change_time is None:
+                continue
+            if event.change_time < track.swept_time - 1.0:
+                shown = track.swept_updated
+                self.scheduler.trust.observe(
+                    shown is not None and shown >= event.change_time - 1e-3
+                )
 
     async def _deliver(self, track: Track, result: PollResult) -> None:
         """Stage, publish, wait for every sink's ack, then commit: the checkpoint follows
@@ -488,7 +507,12 @@ class Monitor:
         c = self.config
         if c.api.version != "v2" or c.polling.policy != "adaptive" or c.polling.sweep == "off":
             return False
-        return c.polling.sweep == "on" or self.scheduler.live() >= SWEEP_MIN_RUNS
+        live = self.scheduler.live()
+        if self.scheduler.sweeping:
+            # Hysteresis: keep sweeping while any run is live, so runs are not handed back and
+            # forth as the live count crosses the threshold.
+            return c.polling.sweep == "on" or live >= 1
+        return c.polling.sweep == "on" or live >= SWEEP_MIN_RUNS
 
     async def _lister(self) -> None:
         discover = self.config.watch.discover
@@ -497,7 +521,7 @@ class Monitor:
         failures = 0
         while not self.stopping.is_set():
             sweeping = self._sweep_wanted()
-            self.scheduler.sweeping = sweeping
+            self.scheduler.set_sweeping(sweeping, self.clock.monotonic())
             if not sweeping and discover is None:
                 await self.clock.sleep(TICK * 5)
                 continue
@@ -563,6 +587,8 @@ class Monitor:
 
     def _swept_hint(self, track: Track, status: str, updated_at: str, now: float) -> None:
         track.swept_at = now
+        track.swept_updated = parse_time(updated_at)
+        track.swept_time = self.clock.time()
         previous = self._swept.get(track.run_id, track.cp.updated_at)
         self._swept[track.run_id] = updated_at
         if track.retired:
@@ -600,8 +626,16 @@ class Monitor:
                 rate -= min(
                     rate * SWEEP_SHARE, self._sweep_pages / self.config.polling.sweep_interval
                 )
-            self.scheduler.rate = max(rate, 0.01)
             snap = self.budget.snapshot()
+            # Feedback: hints, catch-up pages and final reads come on top of the scheduled
+            # probes; keep the whole under the budget so requests do not queue at the gate
+            # (a queued poll is a stale poll).
+            used = snap.used / max(snap.limit, 1)
+            if used > 0.97:
+                self._rate_factor = max(0.5, self._rate_factor * 0.95)
+            elif used < 0.8:
+                self._rate_factor = min(1.0, self._rate_factor * 1.05)
+            self.scheduler.rate = max(rate * self._rate_factor, 0.01)
             self.telemetry.budget(snap.limit, snap.remaining, snap.used)
             self._check_ready()
             if beat % 5 == 0:
@@ -787,8 +821,9 @@ def run_daemon(
         )
         return await monitor.run()
 
+    before = set(threading.enumerate())
     try:
-        return anyio.run(main)
+        code = anyio.run(main)
     except ConfigError as exc:
         log.error("config refused", problems=[str(p) for p in exc.problems])
         return 2
@@ -797,6 +832,30 @@ def run_daemon(
         return 1
     except KeyboardInterrupt:
         return 130
+    _leave_stuck_threads(before, code)
+    return code
+
+
+def _leave_stuck_threads(before: set[threading.Thread], code: int) -> None:
+    """Exit now if a worker thread of this run is stuck in a blocking call.
+
+    A sink write blocked on a reader that stalled (stdout into a full pipe) is abandoned when
+    its task is cancelled, but the thread is not a daemon thread: the interpreter would join it
+    at exit, forever, and neither a drain deadline nor a second signal could end the process.
+    Everything that matters is written by now (state closed, logs flushed below).
+    """
+    deadline = time.monotonic() + STUCK_THREAD_GRACE
+    stuck = []
+    for thread in set(threading.enumerate()) - before:
+        if thread.daemon or thread is threading.current_thread():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            stuck.append(thread.name)
+    if stuck:
+        log.warning("a thread is stuck in a blocking call; exiting without it", threads=stuck)
+        sys.stderr.flush()
+        os._exit(code)
 
 
 __all__ = ["Monitor", "Outcome", "run_daemon"]

@@ -70,6 +70,37 @@ class Rate:
         return (self.count + PRIOR_EVENTS) / (self.span + PRIOR_SECONDS)
 
 
+TRUSTED_SHARE = 0.3
+HINT_SPACING = 0.5
+
+
+@dataclass(slots=True)
+class SweepTrust:
+    """Evidence that a run's ``updated_at`` moves with its messages, so a sweep that shows an
+    unchanged ``updated_at`` means "no new message". Every new message that already existed when
+    a sweep looked at its run is a sample: consistent if that sweep's ``updated_at`` was not
+    older than the message. Decayed counts, so a change in Duvo's behaviour is noticed."""
+
+    consistent: float = 0.0
+    inconsistent: float = 0.0
+
+    def observe(self, ok: bool) -> None:
+        self.consistent *= 0.995
+        self.inconsistent *= 0.995
+        if ok:
+            self.consistent += 1
+        else:
+            self.inconsistent += 1
+
+    @property
+    def samples(self) -> float:
+        return self.consistent + self.inconsistent
+
+    @property
+    def trusted(self) -> bool:
+        return self.samples >= 20 and self.consistent / self.samples >= 0.95
+
+
 def c_linger(config: PollingConfig) -> float:
     return config.linger_interval
 
@@ -97,8 +128,15 @@ class Track:
     retired: bool = False
     linger_until: float | None = None
     swept_at: float | None = None
+    swept_updated: float | None = None  # the run's updated_at as the last sweep showed it
+    swept_time: float | None = None  # when (clock.time()) that sweep was answered
     due: float = INF
     due_popped: float = 0.0
+    # Hints that arrived while the run was being polled: applied when that poll is done,
+    # since the poll in flight may have asked before the news it hints at.
+    pending_status: bool = False
+    pending_messages: bool = False
+    last_msg_poll: float | None = None
     polls: int = 0
 
     @property
@@ -132,6 +170,8 @@ class Scheduler:
         self._counter = 0
         self.rate = 1.0  # requests a second the probes may spend (set by the daemon)
         self.sweeping = False
+        # Sweeps prove themselves: does updated_at move with every message? (see SweepTrust)
+        self.trust = SweepTrust()
         self._sum_sqrt = 1.0
         self._live = 0
 
@@ -220,13 +260,31 @@ class Scheduler:
             return False
         if track.retired and not track.cp.lost:
             track.retired = False
+        if track.inflight:
+            track.pending_status = track.pending_status or status
+            track.pending_messages = track.pending_messages or messages
+            return True
         if status:
             track.status_due = min(track.status_due, now)
         if messages:
-            track.msg_due = min(track.msg_due, now)
-        if not track.inflight:
-            self._push(track)
+            track.msg_due = min(track.msg_due, self._informed_due(track, now))
+        self._push(track)
         return True
+
+    def _informed_due(self, track: Track, now: float) -> float:
+        """When a run known to have news may be polled: now, unless that would poll it faster
+        than its square-root share. Hints then time the polls (each finds news) without adding
+        to them, so the total stays within the budget however busy the runs are."""
+        if (
+            self.config.policy != "adaptive"
+            or track.phase != "active"
+            or track.last_msg_poll is None
+        ):
+            return now
+        share = min(
+            self.config.max_interval, max(self.config.min_interval, self._sqrt_rule(track.msg_rate))
+        )
+        return max(now, track.last_msg_poll + HINT_SPACING * share)
 
     def done(
         self,
@@ -248,6 +306,7 @@ class Scheduler:
             track.status_rate.observe(status_news, now)
         if plan.messages:
             track.msg_rate.observe(message_news, now)
+            track.last_msg_poll = now
         if error_delay is not None:
             track.failures += 1
             backoff = error_delay or min(MAX_BACKOFF, 2.0 ** min(track.failures, 8))
@@ -270,8 +329,11 @@ class Scheduler:
             track.msg_due = now + self.message_interval(track)
         if status_changed or more_messages or phase == "ending":
             track.msg_due = now
-        if hint_status:
+        if hint_status or track.pending_status:
             track.status_due = now
+        if track.pending_messages and phase != "lingering":
+            track.msg_due = min(track.msg_due, self._informed_due(track, now))
+        track.pending_status = track.pending_messages = False
         if phase == "lingering":
             if not plan.status and (track.status_due == INF or track.status_due < now):
                 track.status_due = now + c_linger(self.config)
@@ -283,6 +345,23 @@ class Scheduler:
         else:
             track.linger_until = None
         self._push(track)
+
+    def set_sweeping(self, sweeping: bool, now: float) -> None:
+        """Sweeps start or stop. When they stop, the runs they covered get their per-run
+        status probes back at once (their safety-net due times may be minutes away)."""
+        if sweeping == self.sweeping:
+            return
+        self.sweeping = sweeping
+        if sweeping:
+            return
+        for track in self.tracks.values():
+            if track.swept_at is None:
+                continue
+            track.swept_at = None
+            if track.retired or track.inflight:
+                continue
+            track.status_due = min(track.status_due, now + self.status_interval(track))
+            self._push(track)
 
     # -- intervals ---------------------------------------------------------------------------
 
@@ -321,7 +400,12 @@ class Scheduler:
             return INF
         if phase == "ending":
             return 0.0
-        return min(c.max_interval, max(c.min_interval, self._sqrt_rule(track.msg_rate)))
+        interval = self._sqrt_rule(track.msg_rate)
+        if self._status_swept(track) and self.trust.trusted:
+            # Sweeps announce new messages (updated_at moves with them): scheduled message polls
+            # are only a safety net, and the budget they leave serves the sweeps' hints at once.
+            interval /= TRUSTED_SHARE
+        return min(c.max_interval, max(c.min_interval, interval))
 
     def status_interval(self, track: Track) -> float:
         c = self.config

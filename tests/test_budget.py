@@ -77,3 +77,25 @@ def test_rejects_zero_budget() -> None:
     """A budget of 0 requests is a configuration error, not a hang."""
     with pytest.raises(ValueError, match="at least one"):
         Budget(0, clock=Clock())
+
+
+@pytest.mark.anyio
+async def test_sweeps_go_ahead_of_the_queue() -> None:
+    """With the budget full, a waiting list-runs sweep is admitted before queued polls."""
+    clock = Clock.scaled(300)
+    budget = Budget(5, clock=clock, window=6, margin=0)
+    for _ in range(5):
+        await budget.acquire()
+    order: list[str] = []
+
+    async def ask(name: str, endpoint: str) -> None:
+        await budget.acquire(endpoint)
+        order.append(name)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask, "poll-1", "GET /v2/runs/{run_id}/messages")
+            tg.start_soon(ask, "poll-2", "GET /v2/runs/{run_id}/messages")
+            await anyio.sleep(0.001)
+            tg.start_soon(ask, "sweep", "GET /v2/teams/{teamId}/runs")
+    assert order[0] == "sweep"

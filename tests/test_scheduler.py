@@ -136,3 +136,50 @@ def test_round_robin_gives_everyone_the_same_interval() -> None:
     s.recompute()
     intervals = {s.message_interval(t) for t in s.tracks.values()}
     assert intervals == {2 * 10 / 4.0}
+
+
+def test_hint_while_polling_is_kept_for_after() -> None:
+    """A sweep hint that lands while the run is being polled is applied when the poll ends."""
+    s = make(1, min_interval=10.0, max_interval=10.0)
+    track = s.pop_due(100.0)
+    assert track is not None
+    s.hint(track.run_id, 100.5, status=True)
+    finish(s, track.run_id, 101.0)
+    assert track.status_due == 101.0
+
+
+def test_hints_time_polls_without_outrunning_the_share() -> None:
+    """A run hinted again right after a poll waits part of its share, not a full interval."""
+    s = make(1, min_interval=4.0, max_interval=4.0)
+    track = s.tracks[ids(1)[0]]
+    finish(s, track.run_id, 50.0)
+    s.hint(track.run_id, 50.1, messages=True)
+    assert 50.1 < track.msg_due < 54.0
+
+
+def test_sweeps_that_stop_hand_status_probes_back() -> None:
+    """When sweeps stop, a swept run's far safety-net status probe comes back to normal."""
+    s = make(1, max_interval=60.0)
+    track = s.tracks[ids(1)[0]]
+    s.set_sweeping(True, 0.0)
+    track.swept_at = 0.0
+    finish(s, track.run_id, 1.0)
+    assert track.status_due > 200.0
+    s.set_sweeping(False, 2.0)
+    assert track.status_due <= 62.0
+
+
+def test_sweep_trust_needs_evidence() -> None:
+    """Sweeps are trusted to announce messages only after enough consistent samples."""
+    from duvo_monitor.scheduler import SweepTrust
+
+    trust = SweepTrust()
+    for _ in range(10):
+        trust.observe(True)
+    assert not trust.trusted
+    for _ in range(20):
+        trust.observe(True)
+    assert trust.trusted
+    for _ in range(5):
+        trust.observe(False)
+    assert not trust.trusted
