@@ -357,17 +357,30 @@ class Monitor:
             self.outcome.statuses[cp.run_id] = cp.status
 
     async def _redeliver_staged(self) -> None:
-        """Events handed to the sinks before a crash but never acknowledged: again, same ids."""
+        """Events handed to the sinks before a crash but never acknowledged: again, same ids.
+
+        A stop ends the wait (a sink that still cannot take them would hold it forever); what
+        was not acknowledged stays staged for the next start.
+        """
         staged = await self.state.staged()
-        for commit, lines in staged:
-            events = [Event.from_line(line) for line in lines]
-            delivery = await self.fanout.publish(events)
-            await delivery.wait()
-            await self.state.commit([commit])
-            track = self.scheduler.tracks.get(commit.checkpoint.run_id)
-            if track is not None:
-                track.cp = commit.checkpoint
-        if staged:
+        async with anyio.create_task_group() as redelivery:
+
+            async def stop_waiting() -> None:
+                await self.stopping.wait()
+                log.warning("stopped before the staged events were delivered; they stay staged")
+                redelivery.cancel_scope.cancel()
+
+            redelivery.start_soon(stop_waiting)
+            for commit, lines in staged:
+                events = [Event.from_line(line) for line in lines]
+                delivery = await self.fanout.publish(events)
+                await delivery.wait()
+                await self.state.commit([commit])
+                track = self.scheduler.tracks.get(commit.checkpoint.run_id)
+                if track is not None:
+                    track.cp = commit.checkpoint
+            redelivery.cancel_scope.cancel()
+        if staged and not self.stopping.is_set():
             log.info(
                 "delivered events staged before a crash",
                 runs=len(staged),
