@@ -605,8 +605,11 @@ class Monitor:
         previous = self._swept.get(track.run_id, track.cp.updated_at)
         self._swept[track.run_id] = updated_at
         if track.retired:
-            if status != track.cp.status and not track.cp.lost:
+            # The list shows it: a lost run is back, a finished one may have resumed.
+            moved = updated_at != previous
+            if (status != track.cp.status and not track.cp.lost) or (track.cp.lost and moved):
                 self.scheduler.hint(track.run_id, now, status=True, messages=True)
+                self._wake.set()
             return
         if status != track.cp.status and track.cp.status is not None:
             self.scheduler.hint(track.run_id, now, status=True, messages=True)
@@ -667,7 +670,7 @@ class Monitor:
             await self.clock.sleep(TICK)
 
     def _check_ready(self) -> None:
-        if self._ready:
+        if self._ready or self.stopping.is_set():
             return
         tracks = self.scheduler.tracks.values()
         elapsed = self.clock.time() - self.started_at

@@ -73,6 +73,7 @@ class Checkpoint:
     pending: PendingRequest | None = None
     open_calls: tuple[tuple[str, str, float | None], ...] = ()
     lost: bool = False
+    missing_since: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -102,6 +103,7 @@ class Checkpoint:
                 },
                 "open_calls": [list(c) for c in self.open_calls],
                 "lost": self.lost,
+                "missing_since": self.missing_since,
             }
         )
 
@@ -136,6 +138,7 @@ class Checkpoint:
                     for c, n, t in d.get("open_calls", [])
                 ),
                 lost=bool(d.get("lost", False)),
+                missing_since=d.get("missing_since"),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a checkpoint: {exc}") from exc
@@ -147,12 +150,19 @@ def message_digest(message: Message) -> str:
     return hashlib.blake2b(body, digest_size=8).hexdigest()
 
 
+NOT_FOUND_GRACE = 120.0
+"""A run never seen that answers 404 is given this long to appear (a typo'd id stays lost; an id
+registered right after start, on an API a moment behind, does not)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusDiff:
     checkpoint: Checkpoint
     events: list[Event]
     changed: bool
     lost: bool = False
+    not_yet: bool = False
+    """404 for a run never seen, within its grace period: ask again later."""
 
 
 def diff_status(
@@ -164,6 +174,15 @@ def diff_status(
     if run is None:
         if cp.lost:
             return StatusDiff(checkpoint=cp, events=[], changed=False, lost=True)
+        if cp.status is None:
+            since = cp.missing_since if cp.missing_since is not None else seen_at
+            if seen_at - since < NOT_FOUND_GRACE:
+                return StatusDiff(
+                    checkpoint=replace(cp, missing_since=since),
+                    events=[],
+                    changed=False,
+                    not_yet=True,
+                )
         seq = cp.status_seq + 1
         events.append(
             Event.build(
@@ -195,6 +214,7 @@ def diff_status(
         cp,
         agent_id=agent_id,
         lost=False,
+        missing_since=None,
         updated_at=run.updated_at,
         created_at=run.created_at,
     )

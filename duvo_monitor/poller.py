@@ -42,6 +42,7 @@ class PollResult:
     message_news: int = 0
     status_changed: bool = False
     touched: bool = False
+    not_yet: bool = False
     hint_status: bool = False
     more_messages: bool = False
     requests: int = 0
@@ -70,7 +71,7 @@ class Poller:
             if plan.status or cp.status is None:
                 await self._status(result)
             wanted = plan.messages or result.status_changed or result.touched
-            if wanted and not result.checkpoint.lost:
+            if wanted and not result.checkpoint.lost and not result.not_yet:
                 await self._messages(result)
         except ApiError as exc:
             result.error = exc
@@ -101,6 +102,11 @@ class Poller:
             # Same status, but the run moved: new messages are the likely news.
             result.touched = True
         result.checkpoint = diff.checkpoint
+        if diff.not_yet:
+            # Not visible yet: ask again later (with backoff), read no messages now.
+            result.error_delay = 0.0
+            result.not_yet = True
+            return
         result.events.extend(diff.events)
         result.status_news += len(diff.events)
         result.status_changed = result.status_changed or diff.changed

@@ -258,8 +258,8 @@ class Scheduler:
         track = self.tracks.get(run_id)
         if track is None:
             return False
-        if track.retired and not track.cp.lost:
-            track.retired = False
+        # A hint says the run exists and moved: a retired run (a lost one too) is looked at again.
+        track.retired = False
         if track.inflight:
             track.pending_status = track.pending_status or status
             track.pending_messages = track.pending_messages or messages

@@ -291,3 +291,28 @@ def test_message_event_ids_stable() -> None:
     )
     assert [e.id for e in a.events] == [e.id for e in b.events]
     assert len({e.id for e in a.events}) == 3
+
+
+def test_never_seen_404_gets_a_grace_period() -> None:
+    """A run that 404s before it was ever seen is asked again; lost only after the grace."""
+    from duvo_monitor.differ import NOT_FOUND_GRACE
+
+    first = diff_status(Checkpoint(run_id=RUN), None, seen_at=1000.0)
+    assert first.not_yet and first.events == []
+    later = diff_status(first.checkpoint, None, seen_at=1000.0 + NOT_FOUND_GRACE / 2)
+    assert later.not_yet
+    found = diff_status(later.checkpoint, snap("running"), seen_at=1001.0 + NOT_FOUND_GRACE / 2)
+    assert [e.type for e in found.events] == ["ai.duvo.run.running"]
+    assert found.checkpoint.missing_since is None
+    gone = diff_status(later.checkpoint, None, seen_at=1000.0 + NOT_FOUND_GRACE)
+    assert [e.type for e in gone.events] == ["ai.duvo.run.lost"]
+
+
+def test_lost_run_that_comes_back_is_followed_again() -> None:
+    """A run lost and then shown again gets a status event from its last status."""
+    cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint
+    lost = diff_status(cp, None, seen_at=1e9).checkpoint
+    back = diff_status(lost, snap("completed"), seen_at=1e9 + 1)
+    assert [e.type for e in back.events] == ["ai.duvo.run.completed"]
+    assert back.events[0].data["from"] == "running"
+    assert not back.checkpoint.lost
