@@ -172,7 +172,7 @@ class Scheduler:
         self.sweeping = False
         # Sweeps prove themselves: does updated_at move with every message? (see SweepTrust)
         self.trust = SweepTrust()
-        self._sum_sqrt = 1.0
+        self._sum_sqrt = 1e-9
         self._live = 0
 
     # -- membership --------------------------------------------------------------------------
@@ -192,7 +192,14 @@ class Scheduler:
         track.msg_due = start
         if cp.lost:
             track.retired = True
-        self.recompute()
+        else:
+            # Incremental, not recompute(): adding 10,000 runs must not cost 10,000 full passes
+            # (the ticker recomputes once a second anyway).
+            self._live += 1
+            if track.phase == "active":
+                self._sum_sqrt += math.sqrt(track.msg_rate.value) + math.sqrt(
+                    track.status_rate.value
+                )
         self._push(track)
         return track
 
@@ -200,7 +207,8 @@ class Scheduler:
         track = self.tracks.pop(run_id, None)
         if track is not None:
             track.due = INF
-            self.recompute()
+            if not track.retired:
+                self._live = max(0, self._live - 1)
         return track
 
     def live(self) -> int:
