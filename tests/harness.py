@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import orjson
 from anyio.abc import TaskStatus
 
 from duvo_monitor.clock import Clock
@@ -18,57 +17,11 @@ from duvo_monitor.config import parse_config
 from duvo_monitor.credentials import Secret
 from duvo_monitor.daemon import Monitor
 from duvo_monitor.demo import caught_up
-from duvo_monitor.events import Event
 from duvo_monitor.simulator import DEFAULT_API_KEY, Faults, Scenario, Simulator
-from duvo_monitor.simulator.scoring import Emitted, Score, score
-from duvo_monitor.sinks.base import SinkState
-from duvo_monitor.sinks.config import StdoutConfig
+from duvo_monitor.simulator.scoring import Score, score
+from duvo_monitor.sinks.memory import MemorySink
 
-
-class CollectSink:
-    """Keeps every event it is given, with the simulated time it arrived."""
-
-    def __init__(self, clock: Clock, name: str = "collect") -> None:
-        self.clock = clock
-        self._name = name
-        self.received: list[Emitted] = []
-        self._config = StdoutConfig(type="stdout", name=name)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def config(self) -> StdoutConfig:
-        return self._config
-
-    @property
-    def state(self) -> SinkState:
-        return "ok"
-
-    @property
-    def backlog(self) -> int:
-        return 0
-
-    async def open(self) -> None:
-        return None
-
-    async def run(self, *, task_status: TaskStatus[None]) -> None:
-        task_status.started()
-
-    async def deliver(self, batch: Sequence[Event]) -> None:
-        now = self.clock.time()
-        for event in batch:
-            self.received.append(Emitted(envelope=orjson.loads(event.line), at=now))
-
-    async def close(self) -> None:
-        return None
-
-    def reopen(self) -> None:
-        return None
-
-    def envelopes(self) -> list[dict[str, Any]]:
-        return [dict(e.envelope) for e in self.received]
+CollectSink = MemorySink
 
 
 @dataclass(slots=True)
