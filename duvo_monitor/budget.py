@@ -19,6 +19,7 @@ Pure apart from :meth:`acquire`, which sleeps on the injected clock.
 from __future__ import annotations
 
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
@@ -30,6 +31,7 @@ DEFAULT_429_PAUSE = 5.0
 MAX_SLEEP_STEP = 1.0
 PRIORITY_YIELD = 0.01
 PRIORITY_ENDPOINTS = frozenset({"GET /v2/teams/{teamId}/runs"})
+URGENT: ContextVar[bool] = ContextVar("duvo_monitor_urgent_request", default=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,11 +99,11 @@ class Budget:
     async def acquire(self, endpoint: str = "") -> None:
         """Wait until a request fits the budget, then count it as sent.
 
-        Requests wait their turn in order, except the change detector: a list-runs sweep
-        (``PRIORITY_ENDPOINTS``) goes ahead of the queue, since one sweep tells which of the
-        queued polls are worth their request.
+        Requests wait their turn in order, except the change detector and what it found: a
+        list-runs sweep (``PRIORITY_ENDPOINTS``) and the polls of a run known to have news
+        (``URGENT`` set by the daemon for a hinted poll) go ahead of routine polls.
         """
-        if endpoint in PRIORITY_ENDPOINTS:
+        if endpoint in PRIORITY_ENDPOINTS or URGENT.get():
             self._priority_waiting += 1
             try:
                 while (wait := self.wait_time()) > 0:

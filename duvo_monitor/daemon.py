@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry
 
 import duvo_monitor.httpserver as httpserver
 from duvo_monitor.api import DuvoClient, Observation, RunFilters, make_http_client
-from duvo_monitor.budget import Budget
+from duvo_monitor.budget import URGENT, Budget
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import Config, load_config, read_runs_file
 from duvo_monitor.credentials import Secret
@@ -287,13 +287,16 @@ class Monitor:
     async def _poll_one(self, track: Track) -> None:
         now = self.clock.monotonic()
         plan = self.scheduler.plan(track, now)
-        result = await self.poller.poll(track.cp, plan)
-        error_delay = result.error_delay
-        if self.until_terminal and isinstance(result.error, Unauthorized | Forbidden):
-            # `watch` is interactive: a key that is refused will not get better by waiting.
-            log.error("the API refused the key", error=str(result.error))
-            self.stop(1)
+        urgent = URGENT.set(plan.urgent)
         try:
+            result = await self.poller.poll(
+                track.cp, plan, flush=lambda early: self._deliver(track, early)
+            )
+            error_delay = result.error_delay
+            if self.until_terminal and isinstance(result.error, Unauthorized | Forbidden):
+                # `watch` is interactive: a key that is refused will not get better by waiting.
+                log.error("the API refused the key", error=str(result.error))
+                self.stop(1)
             await self._deliver(track, result)
         except (SinkError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             log.error(
@@ -304,6 +307,8 @@ class Monitor:
             )
             error_delay = 5.0
             result = PollResult(checkpoint=track.cp)
+        finally:
+            URGENT.reset(urgent)
         self._weigh_sweep(track, result)
         done = self.clock.monotonic()
         was_live = not track.retired

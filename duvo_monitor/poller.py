@@ -9,6 +9,7 @@ read at the run's next turn, which the scheduler makes immediate.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -64,12 +65,25 @@ class Poller:
         self.clock = clock
         self.config = config
 
-    async def poll(self, cp: Checkpoint, plan: Plan) -> PollResult:
+    async def poll(
+        self,
+        cp: Checkpoint,
+        plan: Plan,
+        *,
+        flush: Callable[[PollResult], Awaitable[None]] | None = None,
+    ) -> PollResult:
+        """One poll. ``flush`` gets the status events before any message page is read (a
+        run's end should not wait for its final pages); it delivers and commits them, and the
+        result then carries on with the messages."""
         result = PollResult(checkpoint=cp)
         bound = log.bind(run_id=cp.run_id, agent_id=cp.agent_id)
         try:
             if plan.status or cp.status is None:
                 await self._status(result)
+                if flush is not None and result.events:
+                    await flush(result)
+                    result.events = []
+                    result.seen = []
             wanted = plan.messages or result.status_changed or result.touched
             if wanted and not result.checkpoint.lost and not result.not_yet:
                 await self._messages(result)

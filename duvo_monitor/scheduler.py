@@ -137,6 +137,7 @@ class Track:
     pending_status: bool = False
     pending_messages: bool = False
     last_msg_poll: float | None = None
+    urgent: bool = False  # hinted: the next poll goes ahead of routine ones at the budget
     polls: int = 0
 
     @property
@@ -159,6 +160,7 @@ class Track:
 class Plan:
     status: bool
     messages: bool
+    urgent: bool = False
 
 
 class Scheduler:
@@ -255,7 +257,8 @@ class Scheduler:
         messages = track.msg_due <= now + slack
         if not status and not messages:
             messages = True
-        return Plan(status=status, messages=messages)
+        urgent, track.urgent = track.urgent, False
+        return Plan(status=status, messages=messages, urgent=urgent)
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -268,6 +271,7 @@ class Scheduler:
             return False
         # A hint says the run exists and moved: a retired run (a lost one too) is looked at again.
         track.retired = False
+        track.urgent = True
         if track.inflight:
             track.pending_status = track.pending_status or status
             track.pending_messages = track.pending_messages or messages
