@@ -50,6 +50,7 @@ from duvo_monitor.sinks.base import (
     SinkState,
     error_kind,
 )
+from duvo_monitor.sinks.wakeup import Signal
 
 log = structlog.get_logger("duvo_monitor.fanout")
 
@@ -90,18 +91,6 @@ class Delivery:
             self._done.set()
 
 
-class _Signal:
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = anyio.Event()
-
-    def waiter(self) -> anyio.Event:
-        return self._event
-
-
 @dataclass(eq=False, slots=True, kw_only=True)
 class _Lane:
     """One sink's buffer, worker state and lifecycle."""
@@ -116,8 +105,8 @@ class _Lane:
     retrying: bool = False
     failed: bool = False
     reported: str = ""
-    changed: _Signal = field(default_factory=_Signal)  # queue grew or accepting changed
-    space: _Signal = field(default_factory=_Signal)  # queue shrank
+    changed: Signal = field(default_factory=Signal)  # queue grew or accepting changed
+    space: Signal = field(default_factory=Signal)  # queue shrank
     after: anyio.Event | None = None  # the lane it replaces has finished
     finished: anyio.Event = field(default_factory=anyio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)

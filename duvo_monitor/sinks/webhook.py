@@ -51,6 +51,7 @@ from duvo_monitor.sinks.deadletter import DeadLetters
 from duvo_monitor.sinks.file import errno_kind
 from duvo_monitor.sinks.signing import Signer, batch_id
 from duvo_monitor.sinks.spool import Record, Spool
+from duvo_monitor.sinks.wakeup import Signal
 
 log = structlog.get_logger("duvo_monitor.sinks.webhook")
 
@@ -61,20 +62,6 @@ RESPONSE_SNIPPET = 200
 RESPONSE_READ_CAP = 64 * 1024
 DEFAULT_WINDOW = 1000
 RECORD_OVERHEAD = 32  # "<seq> <time> " per spooled line
-
-
-class _Signal:
-    """Wake every current waiter; waiters take :meth:`waiter` before checking their condition."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = anyio.Event()
-
-    def waiter(self) -> anyio.Event:
-        return self._event
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,9 +145,9 @@ class WebhookSink:
         self._inflight = 0
         self._retrying = 0
         self._disabled = False
-        self._work = _Signal()  # something became claimable
-        self._more = _Signal()  # the spool grew or the window has room
-        self._room = _Signal()  # the spool freed disk space
+        self._work = Signal()  # something became claimable
+        self._more = Signal()  # the spool grew or the window has room
+        self._room = Signal()  # the spool freed disk space
         parts = urllib.parse.urlsplit(config.url)
         # Never log the whole URL: its path or query may carry a token.
         self._log = log.bind(sink=self.name, endpoint=f"{parts.scheme}://{parts.netloc}")
