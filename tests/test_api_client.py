@@ -1230,6 +1230,8 @@ async def test_client_against_the_simulator(version: Any) -> None:
     sim = Simulator(Scenario.builtin("demo"), clock=clock, api_keys={"sim-key"})
     with anyio.fail_after(10):
         await against(sim, clock, version)
+    assert sim.requests, "the client's requests reached the simulator"
+    assert any(r.api_key_ok and r.status == 200 for r in sim.requests)
 
 
 async def against(sim: Any, clock: Clock, version: Any) -> None:

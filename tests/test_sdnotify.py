@@ -240,8 +240,11 @@ async def test_a_blocked_event_loop_stops_the_pings(abstract_receiver: Receiver)
 @pytest.mark.anyio
 async def test_the_watchdog_loop_returns_at_once_when_systemd_wants_no_pings() -> None:
     """Without WatchdogSec= the loop ends immediately instead of holding a task for nothing."""
+    quiet = Notifier.from_environ({"NOTIFY_SOCKET": "@x"})
+    assert quiet.watchdog_interval() is None
+    assert Notifier().watchdog_interval() is None
     with anyio.fail_after(1):
-        await watchdog_loop(Notifier.from_environ({"NOTIFY_SOCKET": "@x"}))
+        await watchdog_loop(quiet)
         await watchdog_loop(Notifier())
 
 

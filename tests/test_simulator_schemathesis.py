@@ -206,9 +206,11 @@ def _call(case: Any, live: Live) -> None:
     if case.method == "GET" and "teamId" in (case.path_parameters or {}):
         # Not every generation phase goes through the hooks; list runs keeps the key's team.
         case.path_parameters["teamId"] = TEAM
-    case.call_and_validate(
+    response = case.call_and_validate(
         base_url=live.url, headers={"authorization": f"Bearer {KEY}"}, checks=CHECKS
     )
+    # Beyond the document: every answer carries Duvo's rate-limit headers.
+    assert "x-ratelimit-remaining" in {k.lower() for k in response.headers}
 
 
 @V1.parametrize()

@@ -151,3 +151,40 @@ class EventFilter:
         if not self.types and not self.agents:
             return list(events)
         return [event for event in events if self.matches(event)]
+
+
+class InProcessSink:
+    """The lifecycle of a sink that lives in this process and never fails on its own (the
+    console printer, the in-memory sink): no files to open, no background work, always "ok".
+    Subclasses set ``_name`` and ``_config`` and implement ``deliver``."""
+
+    _name: str
+    _config: SinkConfig
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def config(self) -> SinkConfig:
+        return self._config
+
+    @property
+    def state(self) -> SinkState:
+        return "ok"
+
+    @property
+    def backlog(self) -> int:
+        return 0
+
+    async def open(self) -> None:
+        return None
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+
+    async def close(self) -> None:
+        return None
+
+    def reopen(self) -> None:
+        return None

@@ -10,10 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from anyio.abc import TaskStatus
-
 from duvo_monitor.events import TYPE_PREFIX, Event
-from duvo_monitor.sinks.base import SinkClosed, SinkState
+from duvo_monitor.sinks.base import InProcessSink, SinkClosed
 from duvo_monitor.sinks.config import StdoutConfig
 
 _COLOURS = {
@@ -62,33 +60,12 @@ def describe(event: Event) -> str:
     return kind
 
 
-class ConsoleSink:
+class ConsoleSink(InProcessSink):
     def __init__(self, stream: TextIO | None = None, *, colour: bool | None = None) -> None:
         self._stream = stream or sys.stdout
         self._colour = self._stream.isatty() if colour is None else colour
+        self._name = "console"
         self._config = StdoutConfig(type="stdout", name="console")
-
-    @property
-    def name(self) -> str:
-        return "console"
-
-    @property
-    def config(self) -> StdoutConfig:
-        return self._config
-
-    @property
-    def state(self) -> SinkState:
-        return "ok"
-
-    @property
-    def backlog(self) -> int:
-        return 0
-
-    async def open(self) -> None:
-        return None
-
-    async def run(self, *, task_status: TaskStatus[None]) -> None:
-        task_status.started()
 
     def format(self, event: Event) -> str:
         when = event.time[11:19] if len(event.time) >= 19 else event.time
@@ -105,9 +82,3 @@ class ConsoleSink:
             self._stream.flush()
         except BrokenPipeError as exc:
             raise SinkClosed("the terminal went away", sink=self.name) from exc
-
-    async def close(self) -> None:
-        return None
-
-    def reopen(self) -> None:
-        return None
