@@ -383,6 +383,10 @@ def summarize(name: str, trial: Trial) -> dict[str, Any]:
         "messages_measured": len(messages),
         "status_changes_measured": len(live.status_latency),
         "requests": dict(requests),
+        "requests_by_kind": {
+            f"{kind} {endpoint}": n
+            for (kind, endpoint), n in sorted(trial.monitor.budget.sent_by.items())
+        },
         "requests_per_minute": requests["total"] / minutes if minutes else None,
         "max_requests_in_60s": trial.max_per_window(),
         "rate_limited_429": requests["429"],

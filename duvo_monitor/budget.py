@@ -4,7 +4,10 @@ An exact sliding log rather than a token bucket: a bucket of rate r and burst b 
 b + 60·r requests in a minute, so a bucket that honours "300 in any 60 s" must give up either
 burst or rate; the log of send times (at most N entries) admits exactly N in any window of
 ``window`` seconds, which we widen by ``margin`` so that requests that arrive late at the server
-(network delay) still fall into windows the server counts the same way.
+(network delay) still fall into windows the server counts the same way. The margin is at least
+the slowest answer of the requests in the current window: a request reaches the server before
+its answer comes back, so a window that long cannot hold more than N arrivals either, however
+late some arrive (a congested link, a stalled event loop).
 
 The server has the last word, and it can only tighten:
 
@@ -18,7 +21,7 @@ Pure apart from :meth:`acquire`, which sleeps on the injected clock.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -28,6 +31,7 @@ from duvo_monitor.api import Observation
 from duvo_monitor.clock import Clock
 
 DEFAULT_429_PAUSE = 5.0
+MAX_MARGIN = 10.0
 MAX_SLEEP_STEP = 1.0
 PRIORITY_YIELD = 0.01
 PRIORITY_ENDPOINTS = frozenset({"GET /v2/teams/{teamId}/runs"})
@@ -55,7 +59,10 @@ class Budget:
             raise ValueError("the budget needs at least one request a minute")
         self.configured = per_minute
         self.clock = clock
-        self.window = window + margin
+        self.base_window = window
+        self.margin = margin
+        # Sliding maximum of answer times over the window: (monotonic, seconds), decreasing.
+        self._slowest: deque[tuple[float, float]] = deque()
         self._log: deque[float] = deque()
         self._server_limit: int | None = None
         self._paused_until = 0.0  # on clock.time()
@@ -66,7 +73,11 @@ class Budget:
         self._inflight = 0
         self._lock = anyio.Lock()
         self._priority_waiting = 0
+        self._waiting = 0
         self.rate_limited = 0
+        # Requests sent, by kind: the daemon paces sweeps and probes on what each kind costs.
+        self.sent: dict[str, int] = {"sweep": 0, "urgent": 0, "routine": 0}
+        self.sent_by: Counter[tuple[str, str]] = Counter()  # (kind, endpoint): for benchmarks
 
     @property
     def limit(self) -> int:
@@ -74,7 +85,14 @@ class Budget:
             return min(self.configured, self._server_limit)
         return self.configured
 
+    @property
+    def window(self) -> float:
+        slowest = self._slowest[0][1] if self._slowest else 0.0
+        return self.base_window + max(self.margin, min(slowest, MAX_MARGIN))
+
     def _prune(self, now: float) -> None:
+        while self._slowest and self._slowest[0][0] <= now - self.base_window - MAX_MARGIN:
+            self._slowest.popleft()
         horizon = now - self.window
         while self._log and self._log[0] <= horizon:
             self._log.popleft()
@@ -103,21 +121,33 @@ class Budget:
         list-runs sweep (``PRIORITY_ENDPOINTS``) and the polls of a run known to have news
         (``URGENT`` set by the daemon for a hinted poll) go ahead of routine polls.
         """
-        if endpoint in PRIORITY_ENDPOINTS or URGENT.get():
-            self._priority_waiting += 1
-            try:
-                while (wait := self.wait_time()) > 0:
-                    await self.clock.sleep(min(wait, MAX_SLEEP_STEP))
-                self._take()
-            finally:
-                self._priority_waiting -= 1
-            return
-        async with self._lock:
-            while (wait := self.wait_time()) > 0 or self._priority_waiting:
-                await self.clock.sleep(min(max(wait, PRIORITY_YIELD), MAX_SLEEP_STEP))
-            self._take()
+        sweep = endpoint in PRIORITY_ENDPOINTS
+        kind = "sweep" if sweep else "urgent" if URGENT.get() else "routine"
+        self._waiting += 1
+        try:
+            if kind != "routine":
+                self._priority_waiting += 1
+                try:
+                    while (wait := self.wait_time()) > 0:
+                        await self.clock.sleep(min(wait, MAX_SLEEP_STEP))
+                finally:
+                    self._priority_waiting -= 1
+            else:
+                async with self._lock:
+                    while (wait := self.wait_time()) > 0 or self._priority_waiting:
+                        await self.clock.sleep(min(max(wait, PRIORITY_YIELD), MAX_SLEEP_STEP))
+            self._take(kind)
+            self.sent_by[kind, endpoint] += 1
+        finally:
+            self._waiting -= 1
 
-    def _take(self) -> None:
+    @property
+    def waiting(self) -> int:
+        """Requests waiting at the gate now."""
+        return self._waiting
+
+    def _take(self, kind: str = "routine") -> None:
+        self.sent[kind] += 1
         self._log.append(self.clock.monotonic())
         self._sent_since_report += 1
         self._inflight += 1
@@ -125,6 +155,10 @@ class Budget:
     def observe(self, observation: Observation) -> None:
         """Fold one answer's rate-limit headers (and a 429) into the budget."""
         self._inflight = max(0, self._inflight - 1)
+        mono = self.clock.monotonic()
+        while self._slowest and self._slowest[-1][1] <= observation.seconds:
+            self._slowest.pop()
+        self._slowest.append((mono, observation.seconds))
         rate = observation.rate
         now = self.clock.time()
         if rate.limit is not None and rate.limit > 0:

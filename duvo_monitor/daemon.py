@@ -67,7 +67,10 @@ log = structlog.get_logger("duvo_monitor.daemon")
 STOP_GRACE = 10.0
 DRAIN_GRACE = 10.0
 TICK = 1.0
+DISPATCH_STEP = 0.02
 SWEEP_SHARE = 0.25
+MAX_SWEEP_GAP = 15.0
+RATE_WINDOW = 10.0
 SWEEP_MAX_PAGES = 10
 SWEEP_MIN_RUNS = 3
 STUCK_THREAD_GRACE = 0.25
@@ -140,7 +143,10 @@ class Monitor:
         self._ready = False
         self._sweep_pages = 1
         self._rate_factor = 1.0
+        self._routine_rate = 0.0  # requests a second sent by routine (unhinted) polls, smoothed
+        self._routine_seen = (0.0, 0)
         self._swept: dict[str, str] = {}
+        self._listed: set[str] = set()  # the runs the last sweep showed
         self._runs_file_mtime: float | None = None
         self._status_text = ""
         self._exit_code = 0
@@ -266,7 +272,15 @@ class Monitor:
 
     async def _dispatch(self, send: MemoryObjectSendStream[Track]) -> None:
         async with send:
+            paced = self.config.polling.policy != "fixed"
             while not self.stopping.is_set():
+                if paced and (held := self._budget_hold()) > 0:
+                    # Hand out a poll only when the budget can send it: the choice of which run
+                    # to poll is made when the request can leave, not queued behind older ones.
+                    self._wake = anyio.Event()
+                    with anyio.move_on_after(self.clock.wall(held)):
+                        await self._wake.wait()
+                    continue
                 now = self.clock.monotonic()
                 track = self.scheduler.pop_due(now)
                 if track is None:
@@ -278,6 +292,13 @@ class Monitor:
                     continue
                 self.telemetry.poll_lag(max(0.0, now - track.due_popped))
                 await send.send(track)
+
+    def _budget_hold(self) -> float:
+        """How long the dispatcher should hold the next poll (0: hand it out now)."""
+        wait = self.budget.wait_time()
+        if wait > 0:
+            return min(wait, TICK)
+        return DISPATCH_STEP if self.budget.waiting else 0.0
 
     async def _worker(self, receive: MemoryObjectReceiveStream[Track]) -> None:
         async with receive:
@@ -548,6 +569,8 @@ class Monitor:
                 # Never let sweeps take more than a quarter of the budget.
                 floor = self._sweep_pages / (self.budget.requests_per_second() * SWEEP_SHARE)
                 interval = min(interval, max(self.config.polling.sweep_interval, floor))
+            started = self.clock.monotonic()
+            urgent_before = self.budget.sent["urgent"]
             try:
                 await self._list_once(discover_new=discover is not None)
                 failures = 0
@@ -556,6 +579,29 @@ class Monitor:
                 log.warning("list runs failed", error=str(exc), endpoint=exc.endpoint)
                 interval = max(interval, min(120.0, 2.0**failures))
             await self.clock.sleep(interval)
+            if sweeping and not failures and self.scheduler.trust.trusted:
+                await self._pace_sweep(started, urgent_before, interval)
+
+    async def _pace_sweep(self, started: float, urgent_before: int, least: float) -> None:
+        """With trusted sweeps, one sweep and the hinted polls it set off are one round: the
+        next round starts when the budget left by the routine probes has paid for this one.
+        When few runs move, that is every ``sweep_interval``; when many do, rounds stretch so
+        that their polls never queue at the gate (and each poll gathers more messages)."""
+        cap = started + max(least, MAX_SWEEP_GAP)
+        while not self.stopping.is_set():
+            now = self.clock.monotonic()
+            cost = self._sweep_pages + self.budget.sent["urgent"] - urgent_before
+            due = started + cost / self._round_budget()
+            if now >= min(due, cap):
+                return
+            await self.clock.sleep(min(due, cap) - now)
+
+    def _round_budget(self) -> float:
+        """Requests a second that sweep rounds may spend: the budget less the reserve and what
+        the routine probes spent lately (never below a quarter of the budget)."""
+        rate = self.budget.requests_per_second()
+        spare = rate - self._routine_rate
+        return max(spare, rate * SWEEP_SHARE)
 
     async def _list_once(self, *, discover_new: bool) -> None:
         discover = self.config.watch.discover
@@ -574,6 +620,8 @@ class Monitor:
         pages = 0
         offset = 0
         new: list[str] = []
+        listed: set[str] = set()
+        oldest_seen: float | None = None
         mono = self.clock.monotonic()
         while pages < SWEEP_MAX_PAGES:
             page = await self.client.list_runs(filters, limit=100, offset=offset)
@@ -585,12 +633,15 @@ class Monitor:
                     oldest_on_page = (
                         created if oldest_on_page is None else min(oldest_on_page, created)
                     )
+                listed.add(summary.id)
                 track = tracks.get(summary.id)
                 if track is not None:
                     self._swept_hint(track, summary.status, summary.updated_at, mono)
                 elif discover_new and discover is not None and self._discoverable(summary, horizon):
                     new.append(summary.id)
             offset += len(page.data)
+            if oldest_on_page is not None:
+                oldest_seen = min(oldest_on_page, oldest_seen or oldest_on_page)
             if len(page.data) < 100 or offset >= page.total:
                 break
             # Far enough back: older than every live run and than the discovery horizon.
@@ -598,10 +649,34 @@ class Monitor:
             if oldest_on_page is not None and (not floor or oldest_on_page < min(floor)):
                 break
         self._sweep_pages = pages
+        exhausted = len(page.data) < 100 or offset >= page.total
+        self._vanished(listed, oldest_seen, exhausted, mono)
         if new:
             added = await self.add_runs(new, source="discover")
             if added:
                 log.info("discovered runs", count=len(added))
+
+    def _vanished(
+        self, listed: set[str], oldest_seen: float | None, exhausted: bool, now: float
+    ) -> None:
+        """Runs the last sweep showed and this one does not get their own status probes back;
+        if they should have been on the pages read (not older than the oldest run listed), they
+        were deleted or hidden from the key: look now (a 404 is a lost run)."""
+        gone = self._listed - listed
+        self._listed = listed
+        for run_id in gone:
+            track = self.scheduler.tracks.get(run_id)
+            if track is None:
+                continue
+            self.scheduler.unswept(track, now)
+            if track.retired:
+                continue
+            created = parse_time(track.cp.created_at)
+            if exhausted or (
+                created is not None and oldest_seen is not None and created >= oldest_seen
+            ):
+                self.scheduler.hint(run_id, now, status=True)
+                self._wake.set()
 
     def _swept_hint(self, track: Track, status: str, updated_at: str, now: float) -> None:
         track.swept_at = now
@@ -642,6 +717,7 @@ class Monitor:
         beat = 0
         while True:
             self.scheduler.recompute()
+            self._measure_routine()
             rate = self.budget.requests_per_second() * (1 - self.config.polling.reserve)
             if self.scheduler.sweeping:
                 rate -= min(
@@ -673,6 +749,17 @@ class Monitor:
                 self.stop(0)
             beat += 1
             await self.clock.sleep(TICK)
+
+    def _measure_routine(self) -> None:
+        now = self.clock.monotonic()
+        then, sent_then = self._routine_seen
+        sent = self.budget.sent["routine"]
+        self._routine_seen = (now, sent)
+        dt = now - then
+        if then == 0.0 or dt <= 0:
+            return
+        weight = 1 - math.exp(-dt / RATE_WINDOW)
+        self._routine_rate += ((sent - sent_then) / dt - self._routine_rate) * weight
 
     def _check_ready(self) -> None:
         if self._ready or self.stopping.is_set():

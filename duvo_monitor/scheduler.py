@@ -70,7 +70,6 @@ class Rate:
         return (self.count + PRIOR_EVENTS) / (self.span + PRIOR_SECONDS)
 
 
-TRUSTED_SHARE = 0.3
 HINT_SPACING = 0.5
 
 
@@ -99,10 +98,6 @@ class SweepTrust:
     @property
     def trusted(self) -> bool:
         return self.samples >= 20 and self.consistent / self.samples >= 0.95
-
-
-def c_linger(config: PollingConfig) -> float:
-    return config.linger_interval
 
 
 def stable_phase(run_id: str) -> float:
@@ -168,7 +163,10 @@ class Scheduler:
         self.config = config
         self.rng = rng or random.Random()
         self.tracks: dict[str, Track] = {}
+        # Two queues by due time: runs known to have news (hinted) are served before routine
+        # probes that are due as well, so the budget's next request buys the likeliest news.
         self._heap: list[tuple[float, int, str]] = []
+        self._urgent: list[tuple[float, int, str]] = []
         self._counter = 0
         self.rate = 1.0  # requests a second the probes may spend (set by the daemon)
         self.sweeping = False
@@ -226,23 +224,29 @@ class Scheduler:
         track.due = due
         if due < INF:
             self._counter += 1
-            heapq.heappush(self._heap, (due, self._counter, track.run_id))
+            heap = self._urgent if track.urgent else self._heap
+            heapq.heappush(heap, (due, self._counter, track.run_id))
 
-    def next_due(self) -> float:
-        while self._heap:
-            due, _, run_id = self._heap[0]
+    def _top(self, heap: list[tuple[float, int, str]]) -> float:
+        while heap:
+            due, _, run_id = heap[0]
             track = self.tracks.get(run_id)
             if track is None or track.due != due or track.inflight or track.retired:
-                heapq.heappop(self._heap)
+                heapq.heappop(heap)
                 continue
             return due
         return INF
 
+    def next_due(self) -> float:
+        return min(self._top(self._urgent), self._top(self._heap))
+
     def pop_due(self, now: float) -> Track | None:
-        """The run whose poll is most overdue, marked in flight; None if none is due."""
-        if self.next_due() > now:
+        """The next run to poll, marked in flight; None if none is due. A due hinted run goes
+        first; among the others (or the hinted), the most overdue."""
+        heap = self._urgent if self._top(self._urgent) <= now else self._heap
+        if self._top(heap) > now:
             return None
-        due, _, run_id = heapq.heappop(self._heap)
+        due, _, run_id = heapq.heappop(heap)
         track = self.tracks[run_id]
         track.due_popped = due
         track.inflight = True
@@ -291,7 +295,9 @@ class Scheduler:
             self.config.policy != "adaptive"
             or track.phase != "active"
             or track.last_msg_poll is None
+            or self._trusted(track)
         ):
+            # With trusted sweeps, the daemon paces the sweeps so that their hints fit.
             return now
         share = min(
             self.config.max_interval, max(self.config.min_interval, self._sqrt_rule(track.msg_rate))
@@ -336,7 +342,11 @@ class Scheduler:
             self._push(track)
             return
         if plan.status:
-            track.status_due = now + self.status_interval(track)
+            track.status_due = (
+                self._linger_due(track, now)
+                if phase == "lingering"
+                else now + self.status_interval(track)
+            )
         if plan.messages:
             track.msg_due = now + self.message_interval(track)
         if status_changed or more_messages or phase == "ending":
@@ -348,7 +358,7 @@ class Scheduler:
         track.pending_status = track.pending_messages = False
         if phase == "lingering":
             if not plan.status and (track.status_due == INF or track.status_due < now):
-                track.status_due = now + c_linger(self.config)
+                track.status_due = self._linger_due(track, now)
             if track.linger_until is None:
                 track.linger_until = now + self.config.linger
             elif now >= track.linger_until:
@@ -357,6 +367,17 @@ class Scheduler:
         else:
             track.linger_until = None
         self._push(track)
+
+    def _linger_due(self, track: Track, now: float) -> float:
+        """The next linger poll: at least half an interval away, then on the run's own phase
+        of ``linger_interval``. Runs that all ended at once (read when the daemon started) would
+        otherwise come back all at once, every interval."""
+        interval = self.config.linger_interval
+        if self._status_swept(track):
+            # Sweeps show a resumed run at once (status, updated_at): this poll is a safety net.
+            interval *= SWEEP_STATUS_FACTOR
+        offset = track.phase_offset * interval
+        return math.ceil((now + interval / 2 - offset) / interval) * interval + offset
 
     def set_sweeping(self, sweeping: bool, now: float) -> None:
         """Sweeps start or stop. When they stop, the runs they covered get their per-run
@@ -367,13 +388,20 @@ class Scheduler:
         if sweeping:
             return
         for track in self.tracks.values():
-            if track.swept_at is None:
-                continue
-            track.swept_at = None
-            if track.retired or track.inflight:
-                continue
+            self.unswept(track, now)
+
+    def unswept(self, track: Track, now: float) -> None:
+        """Sweeps no longer show this run: its own status probe comes back."""
+        if track.swept_at is None:
+            return
+        track.swept_at = None
+        if track.retired or track.inflight:
+            return
+        if track.phase == "lingering":
+            track.status_due = min(track.status_due, self._linger_due(track, now))
+        else:
             track.status_due = min(track.status_due, now + self.status_interval(track))
-            self._push(track)
+        self._push(track)
 
     # -- intervals ---------------------------------------------------------------------------
 
@@ -412,12 +440,15 @@ class Scheduler:
             return INF
         if phase == "ending":
             return 0.0
-        interval = self._sqrt_rule(track.msg_rate)
-        if self._status_swept(track) and self.trust.trusted:
+        if self._trusted(track):
             # Sweeps announce new messages (updated_at moves with them): scheduled message polls
             # are only a safety net, and the budget they leave serves the sweeps' hints at once.
-            interval /= TRUSTED_SHARE
+            return c.max_interval
+        interval = self._sqrt_rule(track.msg_rate)
         return min(c.max_interval, max(c.min_interval, interval))
+
+    def _trusted(self, track: Track) -> bool:
+        return self._status_swept(track) and self.trust.trusted
 
     def status_interval(self, track: Track) -> float:
         c = self.config

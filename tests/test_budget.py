@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from duvo_monitor.api import Observation
-from duvo_monitor.budget import Budget
+from duvo_monitor.budget import URGENT, Budget
 from duvo_monitor.clock import Clock
 from duvo_monitor.models import RateLimit
 
@@ -99,3 +99,52 @@ async def test_sweeps_go_ahead_of_the_queue() -> None:
             await anyio.sleep(0.001)
             tg.start_soon(ask, "sweep", "GET /v2/teams/{teamId}/runs")
     assert order[0] == "sweep"
+
+
+@pytest.mark.anyio
+async def test_requests_are_counted_by_kind() -> None:
+    """Sweeps, hinted (urgent) and routine requests are counted apart: the daemon paces its
+    sweep rounds on what the routine probes leave."""
+    clock = Clock.scaled(300)
+    budget = Budget(50, clock=clock)
+    await budget.acquire("GET /v2/teams/{teamId}/runs")
+    await budget.acquire("GET /v2/runs/{run_id}/messages")
+    token = URGENT.set(True)
+    try:
+        await budget.acquire("GET /v2/runs/{run_id}/messages")
+        await budget.acquire("GET /v2/runs/{run_id}")
+    finally:
+        URGENT.reset(token)
+    assert budget.sent == {"sweep": 1, "urgent": 2, "routine": 1}
+    assert budget.sent_by["urgent", "GET /v2/runs/{run_id}"] == 1
+    assert budget.waiting == 0
+
+
+@pytest.mark.anyio
+async def test_waiting_counts_requests_held_at_the_gate() -> None:
+    """The dispatcher holds polls while requests wait at the gate: it can see them."""
+    clock = Clock.scaled(300)
+    budget = Budget(1, clock=clock, window=3, margin=0)
+    await budget.acquire()
+    seen: list[int] = []
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(budget.acquire)
+            await anyio.sleep(0.001)
+            seen.append(budget.waiting)
+    assert seen == [1] and budget.waiting == 0
+
+
+def test_slow_answers_widen_the_window() -> None:
+    """A request reaches the server before its answer returns: with answers slower than the
+    margin, the window grows by the slowest of them, so late arrivals cannot crowd a window
+    of the server's (capped, and back to normal once the slow answer leaves the window)."""
+    clock = Clock.scaled(1)
+    budget = Budget(300, clock=clock)
+    assert budget.window == 61.0
+    budget.observe(Observation(endpoint="x", status=200, seconds=0.2, rate=RateLimit(), at=0.0))
+    assert budget.window == 61.0
+    budget.observe(Observation(endpoint="x", status=200, seconds=3.5, rate=RateLimit(), at=0.0))
+    assert budget.window == 63.5
+    budget.observe(Observation(endpoint="x", status=200, seconds=90.0, rate=RateLimit(), at=0.0))
+    assert budget.window == 70.0

@@ -171,3 +171,55 @@ async def test_unknown_statuses_types_and_edits(tmp_path: Path) -> None:
     assert "message_updated" in truth_types
     assert s.edits_seen >= 1, s.summary()
     assert_valid_events(result.sink.envelopes())
+
+
+def emitted_at(result: Any, event_type: str, subject: str) -> list[float]:
+    return [
+        e.at
+        for e in result.sink.received
+        if e.envelope["type"] == event_type and e.envelope["subject"] == subject
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_finished_run_deleted_later_is_lost_at_the_next_sweep(tmp_path: Path) -> None:
+    """A completed run lingers (it may be resumed) with a status probe every linger_interval
+    (5 min); sweeps show it meanwhile. Deleted, it drops out of the list: the first sweep that
+    misses it asks for it, so run.lost comes within seconds, not minutes."""
+    runs = [{**history_run(3, i), "start": "0s"} for i in range(4)]
+    gone = runs[0]["id"]
+    runs[0]["timeline"] = [*runs[0]["timeline"], {"at": "40s", "delete": True}]
+    scenario = Scenario.from_dict({"version": 1, "team": TEAM, "agents": [AGENT], "runs": runs})
+    result = await run_world(scenario, tmp_path, speed=20, wall_timeout=60)
+    assert result.settled
+    deleted = [t.time for t in result.sim.truth if t.kind == "run_lost" and t.run_id == gone]
+    lost = emitted_at(result, "ai.duvo.run.lost", gone)
+    assert len(deleted) == 1 and len(lost) == 1
+    assert lost[0] - deleted[0] < 15.0, lost[0] - deleted[0]
+
+
+@pytest.mark.anyio
+async def test_sweep_rounds_stretch_when_the_budget_is_short(tmp_path: Path) -> None:
+    """More busy runs than the budget can poll: once sweeps are trusted, each sweep and the
+    polls it sets off are one round, and rounds stretch to what the budget pays for, instead
+    of sweeping every second and queueing the polls. Nothing is missed, nothing over budget."""
+    scenario = generate_scenario(
+        seed=5, runs=16, duration=80, message_rate=0.8, human_request_rate=0.0
+    )
+    result = await run_world(scenario, tmp_path, speed=20, rate_limit=300, wall_timeout=120)
+    assert result.settled
+    s = result.score()
+    assert s.perfect_messages and not s.duplicate_event_ids, s.summary()
+    assert_within_budget(result.sim.requests, 300)
+    monitor = result.monitor
+    assert monitor.scheduler.trust.trusted
+    assert monitor.budget.sent["urgent"] > monitor.budget.sent["routine"]
+    messages = sorted(t.time for t in result.sim.truth if t.kind == "message_created")
+    busy_from, busy_to = messages[len(messages) // 4], messages[3 * len(messages) // 4]
+    sweeps = [
+        r.time
+        for r in result.sim.requests
+        if "/teams/" in r.path and busy_from <= r.time <= busy_to
+    ]
+    gap = (busy_to - busy_from) / max(len(sweeps), 1)
+    assert gap > 2.0, (gap, len(sweeps))

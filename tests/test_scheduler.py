@@ -96,9 +96,27 @@ def test_terminal_drains_then_lingers_then_retires() -> None:
     track.cp = replace(track.cp, verified=True)
     assert track.phase == "lingering"
     finish(s, track.run_id, 1.0)
-    assert track.status_due == 11.0 and track.msg_due == math.inf
+    # The next look: at least half an interval away, on the run's own phase of the interval.
+    first = track.status_due
+    assert 6.0 <= first < 16.0 and track.msg_due == math.inf
+    assert math.isclose((first / 10.0) % 1.0, track.phase_offset, abs_tol=1e-9)
+    finish(s, track.run_id, first)
+    assert math.isclose(track.status_due, first + 10.0)
     finish(s, track.run_id, 200.0)
     assert track.retired
+
+
+def test_runs_that_end_together_linger_apart() -> None:
+    """Runs read at start that had all finished do not come back all at once every
+    linger_interval: their linger polls spread over the interval by their stable phases."""
+    s = make(200, linger=10_000.0, linger_interval=100.0)
+    for track in s.tracks.values():
+        track.cp = replace(track.cp, status="completed", verified=True)
+        finish(s, track.run_id, 1.0)
+    dues = sorted(t.status_due for t in s.tracks.values())
+    assert dues[0] >= 51.0 and dues[-1] < 151.0
+    per_tenth = [sum(1 for d in dues if 51 + 10 * k <= d < 61 + 10 * k) for k in range(10)]
+    assert max(per_tenth) <= 40, per_tenth  # 20 each if perfectly even
 
 
 def test_failed_runs_retire_after_drain() -> None:
@@ -183,3 +201,55 @@ def test_sweep_trust_needs_evidence() -> None:
     for _ in range(5):
         trust.observe(False)
     assert not trust.trusted
+
+
+def trusted(s: Scheduler, track_ids: list[str]) -> None:
+    """Sweeps on, trusted, and showing these runs."""
+    s.set_sweeping(True, 0.0)
+    for _ in range(40):
+        s.trust.observe(True)
+    for run_id in track_ids:
+        s.tracks[run_id].swept_at = 0.0
+
+
+def test_trusted_sweep_hints_are_served_at_once() -> None:
+    """Trusted sweeps: a hinted run is due now (the daemon paces the sweeps instead), and its
+    scheduled message probe is only a safety net at max_interval."""
+    s = make(1, min_interval=4.0, max_interval=60.0)
+    track = s.tracks[ids(1)[0]]
+    trusted(s, [track.run_id])
+    finish(s, track.run_id, 50.0)
+    assert track.msg_due == 110.0
+    s.hint(track.run_id, 50.1, messages=True)
+    assert track.msg_due == 50.1
+
+
+def test_hinted_runs_are_served_before_overdue_routine_polls() -> None:
+    """Among due runs, the one known to have news goes first, however overdue the others."""
+    s = make(3, min_interval=1.0, max_interval=1.0)
+    routine = [s.pop_due(10.0) for _ in range(3)]
+    assert all(t is not None for t in routine)
+    for track in routine:
+        assert track is not None
+        finish(s, track.run_id, 11.0)  # all due again at 12.0
+    late = ids(3)[2]
+    s.hint(late, 15.0, messages=True)  # at 15.0 all three are due, two of them since 12.0
+    first = s.pop_due(15.0)
+    assert first is not None and first.run_id == late
+    assert s.plan(first, 15.0).urgent
+    others = {t.run_id for t in (s.pop_due(15.0), s.pop_due(15.0)) if t is not None}
+    assert others == set(ids(3)[:2])
+    assert s.pop_due(15.0) is None
+
+
+def test_a_swept_lingering_run_is_checked_rarely() -> None:
+    """A finished run that sweeps show (a resume would be seen there) keeps only a far
+    safety-net status probe; when sweeps stop showing it, the linger interval comes back."""
+    s = make(1, linger=100_000.0, linger_interval=10.0)
+    track = s.tracks[ids(1)[0]]
+    trusted(s, [track.run_id])
+    track.cp = replace(track.cp, status="completed", verified=True)
+    finish(s, track.run_id, 1.0)
+    assert track.status_due >= 1.0 + 25.0
+    s.unswept(track, 2.0)
+    assert 7.0 <= track.status_due < 17.0
