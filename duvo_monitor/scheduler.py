@@ -174,6 +174,7 @@ class Scheduler:
         self.trust = SweepTrust()
         self._sum_sqrt = 1e-9
         self._live = 0
+        self._probes = 0  # requests one round of every live run costs (round_robin, fixed)
 
     # -- membership --------------------------------------------------------------------------
 
@@ -196,6 +197,7 @@ class Scheduler:
             # Incremental, not recompute(): adding 10,000 runs must not cost 10,000 full passes
             # (the ticker recomputes once a second anyway).
             self._live += 1
+            self._probes += 2
             if track.phase == "active":
                 self._sum_sqrt += math.sqrt(track.msg_rate.value) + math.sqrt(
                     track.status_rate.value
@@ -209,6 +211,7 @@ class Scheduler:
             track.due = INF
             if not track.retired:
                 self._live = max(0, self._live - 1)
+                self._probes = max(0, self._probes - 2)
         return track
 
     def live(self) -> int:
@@ -344,7 +347,7 @@ class Scheduler:
         if plan.status:
             track.status_due = (
                 self._linger_due(track, now)
-                if phase == "lingering"
+                if phase == "lingering" and self.config.policy == "adaptive"
                 else now + self.status_interval(track)
             )
         if plan.messages:
@@ -408,18 +411,21 @@ class Scheduler:
     def recompute(self) -> None:
         """Refresh Σ√λ over the live probes (call about once a second)."""
         total = 0.0
-        live = 0
+        live = probes = 0
         for track in self.tracks.values():
             if track.retired:
                 continue
             live += 1
             phase = track.phase
+            # The baselines ask a lingering run its status only, an ending one its messages.
+            probes += 1 if phase in ("lingering", "ending") else 2
             if phase == "active":
                 total += math.sqrt(track.msg_rate.value)
                 if not self._status_swept(track):
                     total += math.sqrt(track.status_rate.value)
         self._sum_sqrt = max(total, 1e-9)
         self._live = live
+        self._probes = probes
 
     def _status_swept(self, track: Track) -> bool:
         return self.sweeping and track.swept_at is not None
@@ -469,5 +475,6 @@ class Scheduler:
         return min(c.max_interval, max(c.min_interval, self._sqrt_rule(track.status_rate)))
 
     def _round_robin(self) -> float:
-        # Every live run, both endpoints, in turn, at the rate the budget allows.
-        return max(self.config.min_interval, 2 * max(self._live, 1) / max(self.rate, 1e-6))
+        # Every live run, in turn, at the rate the budget allows: one round asks every live
+        # run's probes (both endpoints, or the one its phase needs).
+        return max(self.config.min_interval, max(self._probes, 1) / max(self.rate, 1e-6))
