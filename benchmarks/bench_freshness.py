@@ -89,7 +89,12 @@ LABELS = {
 
 
 def reference_scenario(
-    *, seed: int = SEED, live: int = LIVE, duration: float = DURATION, warmup: float = WARMUP
+    *,
+    seed: int = SEED,
+    live: int = LIVE,
+    duration: float = DURATION,
+    warmup: float = WARMUP,
+    message_rate: float = MESSAGE_RATE,
 ) -> Scenario:
     """100 runs: the finished ones exist when the daemon starts, the live ones ``warmup`` later."""
     base = generate_scenario(
@@ -97,7 +102,7 @@ def reference_scenario(
         runs=RUNS,
         active=live,
         duration=duration,
-        message_rate=MESSAGE_RATE,
+        message_rate=message_rate,
         human_request_rate=HUMAN_REQUEST_RATE,
     )
     runs = tuple(
@@ -551,10 +556,13 @@ async def measure(
     only: Sequence[str] | None,
     seed: int = SEED,
     knobs: dict[str, Any] | None = None,
+    message_rate: float = MESSAGE_RATE,
 ) -> dict[str, Any]:
     duration = 300.0 if quick else DURATION
     warmup = 60.0 if quick else WARMUP
-    scenario = reference_scenario(seed=seed, duration=duration, warmup=warmup)
+    scenario = reference_scenario(
+        seed=seed, duration=duration, warmup=warmup, message_rate=message_rate
+    )
     names = list(only or POLICIES)
     notes: list[str] = []
     if "adaptive_webhooks" in names and not webhooks_available():
@@ -604,7 +612,7 @@ async def measure(
                 "runs": RUNS,
                 "active": LIVE,
                 "duration": duration,
-                "message_rate": MESSAGE_RATE,
+                "message_rate": message_rate,
                 "human_request_rate": HUMAN_REQUEST_RATE,
             },
             "live_runs_shifted_by": warmup,
@@ -745,6 +753,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated policies")
     parser.add_argument("--name", default="freshness", help="results file name")
     parser.add_argument(
+        "--message-rate",
+        type=float,
+        default=MESSAGE_RATE,
+        help="messages per second of an active run (the reference scenario: 0.5)",
+    )
+    parser.add_argument(
         "--polling",
         default="{}",
         help="polling.* settings for the adaptive rows, as JSON, e.g. '{\"reserve\": 0}'",
@@ -754,7 +768,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = [p for p in args.only.split(",") if p] or None
     knobs = json.loads(args.polling)
     result = anyio.run(
-        lambda: measure(speed=args.speed, quick=args.quick, only=only, seed=args.seed, knobs=knobs)
+        lambda: measure(
+            speed=args.speed,
+            quick=args.quick,
+            only=only,
+            seed=args.seed,
+            knobs=knobs,
+            message_rate=args.message_rate,
+        )
     )
     text = report(result)
     print(text)
