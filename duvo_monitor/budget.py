@@ -76,7 +76,7 @@ class Budget:
         self._waiting = 0
         self.rate_limited = 0
         # Requests sent, by kind: the daemon paces sweeps and probes on what each kind costs.
-        self.sent: dict[str, int] = {"sweep": 0, "urgent": 0, "routine": 0}
+        self.sent: dict[str, int] = {"sweep": 0, "hinted": 0, "routine": 0}
         self.sent_by: Counter[tuple[str, str]] = Counter()  # (kind, endpoint): for benchmarks
 
     @property
@@ -122,7 +122,7 @@ class Budget:
         (``URGENT`` set by the daemon for a hinted poll) go ahead of routine polls.
         """
         sweep = endpoint in PRIORITY_ENDPOINTS
-        kind = "sweep" if sweep else "urgent" if URGENT.get() else "routine"
+        kind = "sweep" if sweep else "hinted" if URGENT.get() else "routine"
         self._waiting += 1
         try:
             if kind != "routine":

@@ -145,6 +145,8 @@ class Monitor:
         self._rate_factor = 1.0
         self._routine_rate = 0.0  # requests a second sent by routine (unhinted) polls, smoothed
         self._routine_seen = (0.0, 0)
+        self._last_sweep: float | None = None
+        self._sent_reported = dict(self.budget.sent)
         self._swept: dict[str, str] = {}
         self._listed: set[str] = set()  # the runs the last sweep showed
         self._runs_file_mtime: float | None = None
@@ -570,7 +572,11 @@ class Monitor:
                 floor = self._sweep_pages / (self.budget.requests_per_second() * SWEEP_SHARE)
                 interval = min(interval, max(self.config.polling.sweep_interval, floor))
             started = self.clock.monotonic()
-            urgent_before = self.budget.sent["urgent"]
+            hinted_before = self.budget.sent["hinted"]
+            if sweeping:
+                gap = None if self._last_sweep is None else started - self._last_sweep
+                self._last_sweep = started
+                self.telemetry.sweeps(trusted=self.scheduler.trust.trusted, interval=gap)
             try:
                 await self._list_once(discover_new=discover is not None)
                 failures = 0
@@ -580,9 +586,9 @@ class Monitor:
                 interval = max(interval, min(120.0, 2.0**failures))
             await self.clock.sleep(interval)
             if sweeping and not failures and self.scheduler.trust.trusted:
-                await self._pace_sweep(started, urgent_before, interval)
+                await self._pace_sweep(started, hinted_before, interval)
 
-    async def _pace_sweep(self, started: float, urgent_before: int, least: float) -> None:
+    async def _pace_sweep(self, started: float, hinted_before: int, least: float) -> None:
         """With trusted sweeps, one sweep and the hinted polls it set off are one round: the
         next round starts when the budget left by the routine probes has paid for this one.
         When few runs move, that is every ``sweep_interval``; when many do, rounds stretch so
@@ -590,7 +596,7 @@ class Monitor:
         cap = started + max(least, MAX_SWEEP_GAP)
         while not self.stopping.is_set():
             now = self.clock.monotonic()
-            cost = self._sweep_pages + self.budget.sent["urgent"] - urgent_before
+            cost = self._sweep_pages + self.budget.sent["hinted"] - hinted_before
             due = started + cost / self._round_budget()
             if now >= min(due, cap):
                 return
@@ -718,6 +724,7 @@ class Monitor:
         while True:
             self.scheduler.recompute()
             self._measure_routine()
+            self._report_sent()
             rate = self.budget.requests_per_second() * (1 - self.config.polling.reserve)
             if self.scheduler.sweeping:
                 rate -= min(
@@ -749,6 +756,11 @@ class Monitor:
                 self.stop(0)
             beat += 1
             await self.clock.sleep(TICK)
+
+    def _report_sent(self) -> None:
+        for purpose, sent in self.budget.sent.items():
+            self.telemetry.requests_sent(purpose, sent - self._sent_reported.get(purpose, 0))
+        self._sent_reported = dict(self.budget.sent)
 
     def _measure_routine(self) -> None:
         now = self.clock.monotonic()

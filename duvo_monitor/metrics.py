@@ -65,6 +65,7 @@ KNOWN_ROLES = ("user", "assistant", "tool", "system")
 TOOL_OUTCOMES = ("ok", "error")
 SINK_STATES = ("ok", "retry", "failed")
 # Drop reasons created at 0 per sink, so that an alert on increase() sees the first drop.
+PURPOSES = ("sweep", "hinted", "routine")
 DROP_REASONS = ("queue_full", "spool_full", "dead_letter")
 
 DEFAULT_LABEL_CAP = 20
@@ -277,6 +278,27 @@ class Telemetry:
             ["endpoint"],
             registry=r,
         )
+        self._requests_sent = Counter(
+            "duvo_monitor_api_requests_sent",
+            "Requests let through the budget, by purpose: sweep (list-runs), hinted (a run "
+            "known to have news), routine (scheduled probes, catch-up, safety nets).",
+            ["purpose"],
+            registry=r,
+        )
+        for purpose in PURPOSES:
+            self._requests_sent.labels(purpose)
+        self._sweeps_trusted = Gauge(
+            "duvo_monitor_sweeps_trusted",
+            "1 when v2 sweeps are trusted to announce new messages (they then drive the "
+            "message polls), else 0.",
+            registry=r,
+        )
+        self._sweep_interval = Gauge(
+            "duvo_monitor_sweep_interval_seconds",
+            "Time between the last two sweeps; above polling.sweep_interval when the budget "
+            "is saturated.",
+            registry=r,
+        )
         self._poll_lag = Histogram(
             "duvo_monitor_poll_lag_seconds",
             "How late a poll ran against its due time.",
@@ -421,6 +443,15 @@ class Telemetry:
         self._budget_limit.set(limit)
         self._budget_remaining.set(remaining)
         self._budget_used.set(window_used)
+
+    def requests_sent(self, purpose: str, count: int) -> None:
+        if count > 0:
+            self._requests_sent.labels(purpose).inc(count)
+
+    def sweeps(self, *, trusted: bool, interval: float | None = None) -> None:
+        self._sweeps_trusted.set(1 if trusted else 0)
+        if interval is not None:
+            self._sweep_interval.set(interval)
 
     def api_answered(self, now: float) -> None:
         """The API answered successfully at ``now`` (feeds ``/readyz``)."""

@@ -115,8 +115,8 @@ async def test_requests_are_counted_by_kind() -> None:
         await budget.acquire("GET /v2/runs/{run_id}")
     finally:
         URGENT.reset(token)
-    assert budget.sent == {"sweep": 1, "urgent": 2, "routine": 1}
-    assert budget.sent_by["urgent", "GET /v2/runs/{run_id}"] == 1
+    assert budget.sent == {"sweep": 1, "hinted": 2, "routine": 1}
+    assert budget.sent_by["hinted", "GET /v2/runs/{run_id}"] == 1
     assert budget.waiting == 0
 
 
