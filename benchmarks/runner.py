@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
 
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import parse_config
 from duvo_monitor.credentials import Secret
 from duvo_monitor.daemon import Monitor
-from duvo_monitor.demo import caught_up
+from duvo_monitor.demo import follow_world, running
 from duvo_monitor.logs import configure_logging
 from duvo_monitor.simulator import DEFAULT_API_KEY, Scenario, Simulator, TruthEntry
 from duvo_monitor.sinks.memory import MemorySink
@@ -134,34 +133,12 @@ async def run_trial(
             handle_signals=False,
             control_token=None if control_token is None else Secret(control_token),
         )
-        finished = anyio.Event()
-
-        async def follow(*, task_status: TaskStatus[Monitor]) -> None:
-            try:
-                await monitor.run(task_status=task_status)
-            finally:
-                finished.set()
-
         wall_start = time.perf_counter()
         started_at = clock.time()
-        await tg.start(follow)
-        known = len(existing)
-        with anyio.move_on_after(wall_timeout):
-            while True:
-                await clock.sleep(FOLLOW_STEP)
-                sim.world.advance(clock.time())
-                runs = sim.world.runs()
-                if follow_new and len(runs) != known:
-                    fresh = [r.id for r in runs if r.id not in monitor.scheduler.tracks]
-                    known = len(runs)
-                    if fresh:
-                        await monitor.add_runs(fresh, source="api")
-                if sim.world.next_event_time() is None and caught_up(monitor, sim):
-                    settled = True
-                    break
-        ended_at = clock.time()
-        monitor.stop(0)
-        await finished.wait()
+        async with running(monitor):
+            with anyio.move_on_after(wall_timeout):
+                settled = await follow_world(monitor, sim, step=FOLLOW_STEP, follow_new=follow_new)
+            ended_at = clock.time()
         wall = time.perf_counter() - wall_start
         tg.cancel_scope.cancel()
     return Trial(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -45,6 +46,54 @@ def caught_up(monitor: Monitor, sim: Simulator) -> bool:
     return True
 
 
+@asynccontextmanager
+async def running(monitor: Monitor) -> AsyncIterator[Monitor]:
+    """The daemon runs (started, ready) for the body of the ``async with``; on the way out it is
+    stopped and its drain awaited (``Monitor.run`` bounds the drain by its own grace)."""
+    finished = anyio.Event()
+
+    async def follow(*, task_status: TaskStatus[Monitor]) -> None:
+        try:
+            await monitor.run(task_status=task_status)
+        finally:
+            finished.set()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(follow)
+        try:
+            yield monitor
+        finally:
+            monitor.stop(0)
+            with anyio.CancelScope(shield=True):
+                await finished.wait()
+
+
+async def follow_world(
+    monitor: Monitor, sim: Simulator, *, step: float, follow_new: bool = False
+) -> bool:
+    """Play the world until it has nothing more to show and the daemon has seen all of it
+    (True), or until the daemon stops (False); callers bound it with a timeout.
+
+    Every ``step`` simulated seconds the world advances and, with ``follow_new``, the daemon is
+    told of each run the moment it exists, as ``duvo-monitor start`` or the control API would.
+    """
+    clock = monitor.clock
+    known = -1
+    while not monitor.stopping.is_set():
+        await clock.sleep(step)
+        sim.world.advance(clock.time())
+        if follow_new:
+            runs = sim.world.runs()
+            if len(runs) != known:
+                known = len(runs)
+                fresh = [r.id for r in runs if r.id not in monitor.scheduler.tracks]
+                if fresh:
+                    await monitor.add_runs(fresh, source="api")
+        if sim.world.next_event_time() is None and caught_up(monitor, sim):
+            return True
+    return False
+
+
 def run_demo(
     *,
     speed: float = 6.0,
@@ -81,23 +130,9 @@ def run_demo(
                     clock=clock,
                     sinks=None if sinks_factory is None else sinks_factory(),
                 )
-                finished = anyio.Event()
-
-                async def follow(*, task_status: TaskStatus[Monitor]) -> None:
-                    try:
-                        await monitor.run(task_status=task_status)
-                    finally:
-                        finished.set()
-
-                await tg.start(follow)
-                deadline = clock.monotonic() + MAX_DEMO_SECONDS
-                while not monitor.stopping.is_set():
-                    await clock.sleep(1.0)
-                    sim.world.advance(clock.time())
-                    quiet = sim.world.next_event_time() is None
-                    if (quiet and caught_up(monitor, sim)) or clock.monotonic() > deadline:
-                        monitor.stop(0)
-                await finished.wait()
+                async with running(monitor):
+                    with anyio.move_on_after(clock.wall(MAX_DEMO_SECONDS)):
+                        await follow_world(monitor, sim, step=1.0)
                 tg.cancel_scope.cancel()
             print(
                 f"duvo-monitor demo: done; {len(sim.requests)} API requests for "

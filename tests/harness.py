@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
 
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import parse_config
 from duvo_monitor.credentials import Secret
 from duvo_monitor.daemon import Monitor
-from duvo_monitor.demo import caught_up
+from duvo_monitor.demo import follow_world, running
 from duvo_monitor.simulator import DEFAULT_API_KEY, Faults, Scenario, Simulator
 from duvo_monitor.simulator.scoring import Score, score
 from duvo_monitor.sinks.memory import MemorySink
@@ -81,27 +80,11 @@ async def run_world(
             sinks=[sink],
             handle_signals=False,
         )
-        finished = anyio.Event()
-
-        async def follow(*, task_status: TaskStatus[Monitor]) -> None:
-            try:
-                await monitor.run(task_status=task_status)
-            finally:
-                finished.set()
-
-        await tg.start(follow)
-        with anyio.move_on_after(wall_timeout):
-            while True:
-                await anyio.sleep(0.05)
-                sim.world.advance(clock.time())
-                if not discover:
-                    fresh = [r.id for r in sim.world.runs() if r.id not in monitor.scheduler.tracks]
-                    if fresh:
-                        await monitor.add_runs(fresh, source="api")
-                if sim.world.next_event_time() is None and caught_up(monitor, sim):
-                    settled = True
-                    break
-        monitor.stop(0)
-        await finished.wait()
+        async with running(monitor):
+            with anyio.move_on_after(wall_timeout):
+                # Every 50 ms of wall time; runs created later are told to the daemon at once
+                # unless it discovers them itself.
+                step = 0.05 * speed
+                settled = await follow_world(monitor, sim, step=step, follow_new=not discover)
         tg.cancel_scope.cancel()
     return WorldResult(sim=sim, monitor=monitor, sink=sink, settled=settled)
