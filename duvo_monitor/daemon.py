@@ -583,6 +583,9 @@ class Monitor:
             except ApiError as exc:
                 failures += 1
                 log.warning("list runs failed", error=str(exc), endpoint=exc.endpoint)
+                # The runs it would have shown get their own probes back meanwhile.
+                self.scheduler.sweep_failed(self.clock.monotonic())
+                self._wake.set()
                 interval = max(interval, min(120.0, 2.0**failures))
             await self.clock.sleep(interval)
             if sweeping and not failures and self.scheduler.trust.trusted:

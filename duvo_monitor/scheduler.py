@@ -390,21 +390,31 @@ class Scheduler:
         self.sweeping = sweeping
         if sweeping:
             return
-        for track in self.tracks.values():
-            self.unswept(track, now)
+        self.sweep_failed(now)
 
     def unswept(self, track: Track, now: float) -> None:
-        """Sweeps no longer show this run: its own status probe comes back."""
+        """Sweeps no longer show this run (or failed): its own probes come back, the status
+        probe and, where trusted sweeps had made it a far safety net, the message probe."""
         if track.swept_at is None:
             return
         track.swept_at = None
-        if track.retired or track.inflight:
+        if track.retired:
             return
-        if track.phase == "lingering":
+        phase = track.phase
+        if phase == "lingering":
             track.status_due = min(track.status_due, self._linger_due(track, now))
         else:
             track.status_due = min(track.status_due, now + self.status_interval(track))
-        self._push(track)
+        if phase in ("active", "waiting"):
+            track.msg_due = min(track.msg_due, now + self.message_interval(track))
+        if not track.inflight:  # else the poll in flight ends with these due times kept
+            self._push(track)
+
+    def sweep_failed(self, now: float) -> None:
+        """A sweep failed: until one succeeds, no run counts as swept (the next successful
+        sweep marks the runs it shows again)."""
+        for track in self.tracks.values():
+            self.unswept(track, now)
 
     # -- intervals ---------------------------------------------------------------------------
 

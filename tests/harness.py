@@ -38,6 +38,42 @@ class WorldResult:
         kw.setdefault("runs", watched | {r.id for r in self.sim.world.runs() if not r.deleted})
         return score(self.sim.truth, self.sink.received, **kw)
 
+    def explain_missed(self, score: Score) -> str:
+        """For a failing assertion: where the missed messages were, and what the daemon did."""
+        missed = set(score.messages_missed)
+        t0 = self.sim.started_at
+        lines = []
+        for run in self.sim.world.runs():
+            hit = [i for i, m in enumerate(run.messages) if m.id in missed]
+            if not hit:
+                continue
+            track = self.monitor.scheduler.tracks.get(run.id)
+            lines.append(f"run {run.id} {run.status} {len(run.messages)} messages, missed {hit}")
+            lines.append(f"  checkpoint {track.cp if track else None}")
+            created = [
+                (round(t.time - t0, 2), t.index)
+                for t in self.sim.truth
+                if t.run_id == run.id and t.kind == "message_created" and t.index in hit
+            ]
+            lines.append(f"  created (s, index) {created}")
+            emitted = [
+                (
+                    round(e.at - t0, 2),
+                    e.envelope["type"].rsplit(".", 2)[-2:],
+                    e.envelope["data"].get("index"),
+                )
+                for e in self.sink.received
+                if e.envelope["subject"] == run.id
+            ]
+            lines.append(f"  emitted {emitted}")
+            asked = [
+                (round(r.time - t0, 2), r.path.rsplit("/", 1)[-1], r.query, r.status)
+                for r in self.sim.requests
+                if run.id in r.path
+            ]
+            lines.append(f"  requests {asked}")
+        return "\n".join(lines)
+
     def types(self) -> list[str]:
         return [str(e.envelope["type"]) for e in self.sink.received]
 

@@ -253,3 +253,19 @@ def test_a_swept_lingering_run_is_checked_rarely() -> None:
     assert track.status_due >= 1.0 + 25.0
     s.unswept(track, 2.0)
     assert 7.0 <= track.status_due < 17.0
+
+
+def test_a_failed_sweep_gives_runs_their_own_probes_back() -> None:
+    """Trusted sweeps make a busy run's message probe a far safety net; when a sweep fails (and
+    the lister backs off), that run must not wait for the safety net: its own message and status
+    probes come back at once, until a sweep succeeds again."""
+    s = make(1, min_interval=1.0, max_interval=60.0)
+    track = s.tracks[ids(1)[0]]
+    trusted(s, [track.run_id])
+    s.recompute()
+    finish(s, track.run_id, 10.0, news=5)
+    assert track.msg_due == 70.0 and track.status_due > 70.0
+    s.sweep_failed(11.0)
+    assert track.swept_at is None
+    assert track.msg_due < 30.0 and track.status_due < 30.0
+    assert s.next_due() == min(track.msg_due, track.status_due)
