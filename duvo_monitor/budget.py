@@ -32,6 +32,7 @@ from duvo_monitor.clock import Clock
 
 DEFAULT_429_PAUSE = 5.0
 MAX_MARGIN = 10.0
+KINDS = ("sweep", "hinted", "routine")
 MAX_SLEEP_STEP = 1.0
 PRIORITY_YIELD = 0.01
 PRIORITY_ENDPOINTS = frozenset({"GET /v2/teams/{teamId}/runs"})
@@ -75,9 +76,8 @@ class Budget:
         self._priority_waiting = 0
         self._waiting = 0
         self.rate_limited = 0
-        # Requests sent, by kind: the daemon paces sweeps and probes on what each kind costs.
-        self.sent: dict[str, int] = {"sweep": 0, "hinted": 0, "routine": 0}
-        self.sent_by: Counter[tuple[str, str]] = Counter()  # (kind, endpoint): for benchmarks
+        # Requests sent, by (kind, endpoint): the daemon paces sweeps on what each kind costs.
+        self.sent_by: Counter[tuple[str, str]] = Counter()
 
     @property
     def limit(self) -> int:
@@ -136,7 +136,7 @@ class Budget:
                 async with self._lock:
                     while (wait := self.wait_time()) > 0 or self._priority_waiting:
                         await self.clock.sleep(min(max(wait, PRIORITY_YIELD), MAX_SLEEP_STEP))
-            self._take(kind)
+            self._take()
             self.sent_by[kind, endpoint] += 1
         finally:
             self._waiting -= 1
@@ -146,8 +146,15 @@ class Budget:
         """Requests waiting at the gate now."""
         return self._waiting
 
-    def _take(self, kind: str = "routine") -> None:
-        self.sent[kind] += 1
+    @property
+    def sent(self) -> dict[str, int]:
+        """Requests sent so far by kind: ``sweep``, ``hinted``, ``routine``."""
+        totals = dict.fromkeys(KINDS, 0)
+        for (kind, _), count in self.sent_by.items():
+            totals[kind] += count
+        return totals
+
+    def _take(self) -> None:
         self._log.append(self.clock.monotonic())
         self._sent_since_report += 1
         self._inflight += 1

@@ -144,9 +144,9 @@ class Monitor:
         self._sweep_pages = 1
         self._rate_factor = 1.0
         self._routine_rate = 0.0  # requests a second sent by routine (unhinted) polls, smoothed
-        self._routine_seen = (0.0, 0)
         self._last_sweep: float | None = None
         self._sent_reported = dict(self.budget.sent)
+        self._tallied_at = self.clock.monotonic()
         self._swept: dict[str, str] = {}
         self._listed: set[str] = set()  # the runs the last sweep showed
         self._runs_file_mtime: float | None = None
@@ -606,8 +606,8 @@ class Monitor:
             await self.clock.sleep(min(due, cap) - now)
 
     def _round_budget(self) -> float:
-        """Requests a second that sweep rounds may spend: the budget less the reserve and what
-        the routine probes spent lately (never below a quarter of the budget)."""
+        """Requests a second that sweep rounds may spend: the budget less what the routine
+        probes spent lately (never below a quarter of the budget)."""
         rate = self.budget.requests_per_second()
         spare = rate - self._routine_rate
         return max(spare, rate * SWEEP_SHARE)
@@ -726,8 +726,7 @@ class Monitor:
         beat = 0
         while True:
             self.scheduler.recompute()
-            self._measure_routine()
-            self._report_sent()
+            self._tally_sent()
             rate = self.budget.requests_per_second() * (1 - self.config.polling.reserve)
             if self.scheduler.sweeping:
                 rate -= min(
@@ -760,21 +759,19 @@ class Monitor:
             beat += 1
             await self.clock.sleep(TICK)
 
-    def _report_sent(self) -> None:
-        for purpose, sent in self.budget.sent.items():
-            self.telemetry.requests_sent(purpose, sent - self._sent_reported.get(purpose, 0))
-        self._sent_reported = dict(self.budget.sent)
-
-    def _measure_routine(self) -> None:
+    def _tally_sent(self) -> None:
+        """Requests sent since the last tick, by purpose: to the metrics, and into the smoothed
+        rate of routine requests that paces the sweep rounds."""
         now = self.clock.monotonic()
-        then, sent_then = self._routine_seen
-        sent = self.budget.sent["routine"]
-        self._routine_seen = (now, sent)
-        dt = now - then
-        if then == 0.0 or dt <= 0:
-            return
-        weight = 1 - math.exp(-dt / RATE_WINDOW)
-        self._routine_rate += ((sent - sent_then) / dt - self._routine_rate) * weight
+        sent = dict(self.budget.sent)
+        delta = {purpose: n - self._sent_reported.get(purpose, 0) for purpose, n in sent.items()}
+        for purpose, count in delta.items():
+            self.telemetry.requests_sent(purpose, count)
+        dt = now - self._tallied_at
+        self._sent_reported, self._tallied_at = sent, now
+        if dt > 0:
+            weight = 1 - math.exp(-dt / RATE_WINDOW)
+            self._routine_rate += (delta["routine"] / dt - self._routine_rate) * weight
 
     def _check_ready(self) -> None:
         if self._ready or self.stopping.is_set():

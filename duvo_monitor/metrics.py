@@ -45,6 +45,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from duvo_monitor import __version__
+from duvo_monitor.budget import KINDS
 from duvo_monitor.clock import Clock
 from duvo_monitor.httpserver import Bound, Request, Response, serve
 
@@ -65,7 +66,7 @@ KNOWN_ROLES = ("user", "assistant", "tool", "system")
 TOOL_OUTCOMES = ("ok", "error")
 SINK_STATES = ("ok", "retry", "failed")
 # Drop reasons created at 0 per sink, so that an alert on increase() sees the first drop.
-PURPOSES = ("sweep", "hinted", "routine")
+PURPOSES = KINDS  # requests by purpose: the budget's kinds
 DROP_REASONS = ("queue_full", "spool_full", "dead_letter")
 
 DEFAULT_LABEL_CAP = 20

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 import pytest
-from anyio.abc import TaskStatus
 from harness import CollectSink
 from simfixtures import wait_until
 
@@ -21,6 +20,7 @@ from duvo_monitor.config import ControlConfig, parse_config
 from duvo_monitor.control import BadDelivery, ControlError, parse_delivery, register_runs
 from duvo_monitor.credentials import Secret
 from duvo_monitor.daemon import Monitor
+from duvo_monitor.demo import running
 from duvo_monitor.errors import ConfigError
 from duvo_monitor.simulator import DEFAULT_API_KEY, Scenario, Simulator
 
@@ -138,22 +138,11 @@ async def running_daemon(
         handle_signals=False,
         control_token=Secret(TOKEN),
     )
-    finished = anyio.Event()
-
-    async def follow(*, task_status: TaskStatus[Monitor]) -> None:
-        try:
-            await monitor.run(task_status=task_status)
-        finally:
-            finished.set()
-
-    async with anyio.create_task_group() as tg:
-        await tg.start(follow)
+    async with running(monitor):
         url = monitor.bound["control"].url
         headers = {"authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5.0) as control_client:
             yield Daemon(sim=sim, monitor=monitor, sink=sink, control=control_client, duvo=duvo)
-        monitor.stop(0)
-        await finished.wait()
 
 
 async def eventually(
