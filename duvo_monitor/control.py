@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import httpx
@@ -52,7 +52,6 @@ from duvo_monitor.errors import DuvoMonitorError
 from duvo_monitor.httpserver import Bound, Request, Response, parse_listen, serve
 
 if TYPE_CHECKING:
-    from duvo_monitor.daemon import Monitor
     from duvo_monitor.scheduler import Track
 
 log = structlog.get_logger("duvo_monitor.control")
@@ -66,6 +65,27 @@ WEBHOOK_EVENTS = ("human_request", "run_completed", "run_failed", "run_interrupt
 
 CLIENT_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 CLIENT_DEADLINE = 10.0  # seconds for the whole exchange, whatever httpx's phases add up to
+
+
+class WatchedRuns(Protocol):
+    """What the control API needs of the daemon: the watch list (see watchlist.py)."""
+
+    @property
+    def webhook_path(self) -> str | None: ...
+
+    def knows(self, run_id: str) -> bool: ...
+
+    def track(self, run_id: str) -> Track | None: ...
+
+    def tracks(self) -> Iterable[Track]: ...
+
+    def monotonic(self) -> float: ...
+
+    async def add_runs(self, run_ids: Sequence[str], *, source: str) -> list[str]: ...
+
+    async def remove_runs(self, run_ids: Sequence[str]) -> list[str]: ...
+
+    def poke(self, run_id: str) -> bool: ...
 
 
 class ControlError(DuvoMonitorError):
@@ -184,8 +204,8 @@ def _is_webhook_path(path: str, webhook_path: str | None) -> bool:
 class ControlApi:
     """The request handler: routes, auth, JSON. One per listener; holds no state of its own."""
 
-    def __init__(self, monitor: Monitor, token: Secret | None) -> None:
-        self.monitor = monitor
+    def __init__(self, runs: WatchedRuns, token: Secret | None) -> None:
+        self.runs = runs
         self.token = token
 
     async def handle(self, request: Request) -> Response:
@@ -197,7 +217,7 @@ class ControlApi:
             if len(parts) == 1:
                 return await self._runs(request)
             return await self._one_run(request, parts[1])
-        if _is_webhook_path(request.path, self.monitor.config.control.webhook_path):
+        if _is_webhook_path(request.path, self.runs.webhook_path):
             if request.method != "POST":
                 return _error(405, "method_not_allowed", "the receiver takes POST", allow="POST")
             return await self._webhook(request)
@@ -205,9 +225,8 @@ class ControlApi:
 
     async def _runs(self, request: Request) -> Response:
         if request.method == "GET":
-            now = self.monitor.clock.monotonic()
-            tracks = sorted(self.monitor.scheduler.tracks.values(), key=lambda t: t.run_id)
-            return Response.json(200, {"runs": [run_view(t, now) for t in tracks]})
+            now = self.runs.monotonic()
+            return Response.json(200, {"runs": [run_view(t, now) for t in self.runs.tracks()]})
         if request.method != "POST":
             return _error(405, "method_not_allowed", "use GET or POST", allow="GET, POST")
         if len(request.body) > MAX_CONTROL_BODY:
@@ -220,7 +239,7 @@ class ControlApi:
         if bad:
             return _error(400, "bad_request", f"not uuids: {', '.join(bad[:20])}", invalid=bad)
         wanted = list(dict.fromkeys(r.lower() for r in run_ids))
-        added = await self.monitor.add_runs(wanted, source="api")
+        added = await self.runs.add_runs(wanted, source="api")
         already = [r for r in wanted if r not in set(added)]
         if added:
             log.info("runs added", count=len(added), via="control api")
@@ -231,13 +250,13 @@ class ControlApi:
             return _error(400, "bad_request", f"not a uuid: {raw_id[:64]!r}")
         run_id = raw_id.lower()
         if request.method == "GET":
-            track = self.monitor.scheduler.tracks.get(run_id)
+            track = self.runs.track(run_id)
             if track is None:
                 return _error(404, "not_found", f"run {run_id} is not watched")
-            return Response.json(200, {"run": run_view(track, self.monitor.clock.monotonic())})
+            return Response.json(200, {"run": run_view(track, self.runs.monotonic())})
         if request.method != "DELETE":
             return _error(405, "method_not_allowed", "use GET or DELETE", allow="GET, DELETE")
-        removed = await self.monitor.remove_runs([run_id])
+        removed = await self.runs.remove_runs([run_id])
         if not removed:
             return _error(404, "not_found", f"run {run_id} is not watched")
         log.info("run removed", run_id=run_id, via="control api")
@@ -251,11 +270,11 @@ class ControlApi:
         except BadDelivery as exc:
             log.info("webhook delivery refused", client=request.client, reason=str(exc))
             return _error(400, "bad_request", str(exc))
-        known = delivery.run_id in self.monitor.scheduler.tracks
+        known = self.runs.knows(delivery.run_id)
         if known:
-            self.monitor.poke(delivery.run_id)
+            self.runs.poke(delivery.run_id)
         else:
-            await self.monitor.add_runs([delivery.run_id], source="webhook")
+            await self.runs.add_runs([delivery.run_id], source="webhook")
         log.info(
             "webhook delivery",
             run_id=delivery.run_id,
@@ -290,7 +309,7 @@ def _requested_runs(body: bytes) -> list[str]:
 
 
 async def serve_control(
-    monitor: Monitor,
+    runs: WatchedRuns,
     host: str,
     port: int,
     token: Secret | None,
@@ -299,14 +318,14 @@ async def serve_control(
 ) -> None:
     """Serve the control API (and the receiver, if ``control.webhook_path`` is set) until
     cancelled; ``task_status.started`` gets the bound address."""
-    webhook_path = monitor.config.control.webhook_path
+    webhook_path = runs.webhook_path
     if webhook_path and len(webhook_path.strip("/")) < MIN_WEBHOOK_PATH:
         log.warning(
             "control.webhook_path is short; anyone who guesses it can make the daemon poll",
             length=len(webhook_path.strip("/")),
             advised=MIN_WEBHOOK_PATH,
         )
-    api = ControlApi(monitor, token)
+    api = ControlApi(runs, token)
     await serve(api.handle, host, port, name="control", task_status=task_status)
 
 
@@ -396,6 +415,7 @@ __all__ = [
     "ControlApi",
     "ControlError",
     "Delivery",
+    "WatchedRuns",
     "control_url",
     "parse_delivery",
     "register_runs",

@@ -488,3 +488,15 @@ class Scheduler:
         # Every live run, in turn, at the rate the budget allows: one round asks every live
         # run's probes (both endpoints, or the one its phase needs).
         return max(self.config.min_interval, max(self._probes, 1) / max(self.rate, 1e-6))
+
+    # -- what the pipeline and the sweeper tell the scheduler (tracks change only here) --------
+
+    def checkpointed(self, track: Track, cp: Checkpoint) -> None:
+        """The run's events up to ``cp`` are delivered and committed: the run is now there."""
+        track.cp = cp
+
+    def swept(self, track: Track, now: float, *, updated: float | None, at: float) -> None:
+        """A sweep answered at ``at`` (clock.time()) listed the run, last updated ``updated``."""
+        track.swept_at = now
+        track.swept_updated = updated
+        track.swept_time = at

@@ -30,7 +30,7 @@ from proc import (
     write_config,
 )
 
-from duvo_monitor.daemon import DRAIN_GRACE, STOP_GRACE
+from duvo_monitor.pipeline import DRAIN_GRACE, STOP_GRACE
 from duvo_monitor.simulator.scoring import score
 
 SPEED = 10.0

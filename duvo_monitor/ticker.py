@@ -1,0 +1,109 @@
+"""The ticker: the daemon's once-a-second housekeeping.
+
+Each tick refreshes the scheduler's Σ√λ and its probe rate (from the pacer), reports the
+requests sent and the budget to the metrics, says "ready" to systemd once every run has been
+polled (or after ``READY_AFTER`` seconds), and, every ``SLOW_BEATS`` ticks, updates the systemd
+status line and re-reads a changed runs file. For ``duvo-monitor watch`` it also notices that
+every watched run has ended, and stops the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from duvo_monitor.accounting import Accounting
+from duvo_monitor.context import Context
+from duvo_monitor.pacer import TICK
+from duvo_monitor.sdnotify import Notifier
+
+log = structlog.get_logger("duvo_monitor.ticker")
+
+READY_AFTER = 60.0
+SLOW_BEATS = 5
+
+
+class Ticker:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        accounting: Accounting,
+        notifier: Notifier,
+        check_runs_file: Callable[[], Awaitable[None]],
+        stop: Callable[[int], None],
+        until_terminal: bool,
+        started_at: float,
+    ) -> None:
+        self.config = ctx.config
+        self.clock = ctx.clock
+        self.scheduler = ctx.scheduler
+        self.budget = ctx.budget
+        self.pacer = ctx.pacer
+        self.telemetry = ctx.telemetry
+        self.stopping = ctx.stopping
+        self.accounting = accounting
+        self.notifier = notifier
+        self.check_runs_file = check_runs_file
+        self.stop = stop
+        self.until_terminal = until_terminal
+        self.started_at = started_at
+        self._ready = False
+        self._status_text = ""
+
+    async def run(self) -> None:
+        beat = 0
+        while True:
+            self.scheduler.recompute()
+            self.accounting.requests_sent(
+                self.pacer.tally(self.budget.sent, self.clock.monotonic())
+            )
+            polling = self.config().polling
+            snap = self.budget.snapshot()
+            self.scheduler.rate = self.pacer.probe_rate(
+                budget_rate=self.budget.requests_per_second(),
+                reserve=polling.reserve,
+                sweeping=self.scheduler.sweeping,
+                sweep_interval=polling.sweep_interval,
+                used=snap.used,
+                limit=snap.limit,
+            )
+            self.telemetry.budget(snap.limit, snap.remaining, snap.used)
+            self._check_ready()
+            if beat % SLOW_BEATS == 0:
+                text = (
+                    f"watching {self.scheduler.live()} runs; "
+                    f"{snap.used}/{snap.limit} requests in the last minute"
+                )
+                if text != self._status_text:
+                    self.notifier.status(text)
+                    self._status_text = text
+                await self.check_runs_file()
+            if self.until_terminal and self.all_done():
+                log.info("every watched run has ended")
+                self.stop(0)
+            beat += 1
+            await self.clock.sleep(TICK)
+
+    def _check_ready(self) -> None:
+        if self._ready or self.stopping.is_set():
+            return
+        tracks = self.scheduler.tracks.values()
+        elapsed = self.clock.time() - self.started_at
+        if all(t.polls > 0 for t in tracks) or elapsed > READY_AFTER:
+            self._ready = True
+            self.notifier.ready()
+            log.info("ready", runs=len(self.scheduler.tracks))
+
+    def all_done(self) -> bool:
+        """Every watched run has ended (lingering or retired) and none is being polled."""
+        tracks = list(self.scheduler.tracks.values())
+        if not tracks:
+            return True
+        return all(
+            not t.inflight and (t.retired or t.phase in ("lingering", "retired")) for t in tracks
+        )
+
+
+__all__ = ["Ticker"]
