@@ -19,8 +19,8 @@ import random
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -86,7 +86,12 @@ class Observation:
 
 
 Observer = Callable[[Observation], None]
-Gate = Callable[[str], Awaitable[None]]
+
+
+class Gate(Protocol):
+    """Waits until a request to ``endpoint`` may leave; an ``urgent`` one goes ahead of others."""
+
+    def __call__(self, endpoint: str, *, urgent: bool) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,11 +156,17 @@ class DuvoClient:
     gate: Gate | None = None
     observers: Sequence[Observer] = ()
     max_body_bytes: int = MAX_BODY_BYTES
+    urgent: bool = False
+    """Whether this client's requests pass the gate as urgent (see :meth:`with_urgency`)."""
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
         if self.version not in ("v1", "v2"):
             raise ValueError(f"api version must be v1 or v2, not {self.version!r}")
+
+    def with_urgency(self, urgent: bool) -> DuvoClient:
+        """The same client, its requests passing the gate as ``urgent`` (a hinted poll's)."""
+        return replace(self, urgent=urgent)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -319,7 +330,7 @@ class DuvoClient:
         ok: int = 200,
     ) -> Any:
         if self.gate is not None:
-            await self.gate(endpoint)
+            await self.gate(endpoint, urgent=self.urgent)
         request_headers = {
             "authorization": f"Bearer {self.api_key.reveal()}",
             "accept": "application/json",

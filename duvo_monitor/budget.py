@@ -22,7 +22,6 @@ Pure apart from :meth:`acquire`, which sleeps on the injected clock.
 from __future__ import annotations
 
 from collections import Counter, deque
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
@@ -36,7 +35,6 @@ KINDS = ("sweep", "hinted", "routine")
 MAX_SLEEP_STEP = 1.0
 PRIORITY_YIELD = 0.01
 PRIORITY_ENDPOINTS = frozenset({"GET /v2/teams/{teamId}/runs"})
-URGENT: ContextVar[bool] = ContextVar("duvo_monitor_urgent_request", default=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,15 +112,15 @@ class Budget:
             wait = max(wait, self._server_reset - unix)
         return wait
 
-    async def acquire(self, endpoint: str = "") -> None:
+    async def acquire(self, endpoint: str = "", *, urgent: bool = False) -> None:
         """Wait until a request fits the budget, then count it as sent.
 
         Requests wait their turn in order, except the change detector and what it found: a
         list-runs sweep (``PRIORITY_ENDPOINTS``) and the polls of a run known to have news
-        (``URGENT`` set by the daemon for a hinted poll) go ahead of routine polls.
+        (``urgent``: a hinted poll, see ``DuvoClient.with_urgency``) go ahead of routine polls.
         """
         sweep = endpoint in PRIORITY_ENDPOINTS
-        kind = "sweep" if sweep else "hinted" if URGENT.get() else "routine"
+        kind = "sweep" if sweep else "hinted" if urgent else "routine"
         self._waiting += 1
         try:
             if kind != "routine":

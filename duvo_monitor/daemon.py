@@ -36,7 +36,7 @@ from duvo_monitor.errors import ConfigError, ConfigProblem
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.metrics import Telemetry, serve_metrics
 from duvo_monitor.pacer import Pacer
-from duvo_monitor.pipeline import Outcome, Pipeline
+from duvo_monitor.pipeline import Outcome, Pipeline, policy_gate
 from duvo_monitor.poller import Poller
 from duvo_monitor.process import handle_signals, run_process
 from duvo_monitor.reloader import Reloader
@@ -174,7 +174,7 @@ class Monitor:
             version=config.api.version,
             team_id=config.api.team_id,
             clock=self.clock,
-            gate=None if config.polling.policy == "fixed" else self.budget.acquire,
+            gate=policy_gate(ctx),
             observers=(self.budget.observe, self.accounting.observe),
         )
         self.poller = Poller(self.client, self.state, clock=self.clock, config=config.polling)
@@ -201,6 +201,7 @@ class Monitor:
             fanout=self.fanout,
             build_sinks=None if given is not None else self._build_sinks,
             poller=self.poller,
+            pipeline=self.pipeline,
             watchlist=self.watchlist,
         )
         ticker = Ticker(

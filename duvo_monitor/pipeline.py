@@ -24,7 +24,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from duvo_monitor.accounting import Accounting
-from duvo_monitor.budget import URGENT
+from duvo_monitor.api import Gate
 from duvo_monitor.context import Context
 from duvo_monitor.errors import Forbidden, SinkError, Unauthorized
 from duvo_monitor.events import TYPE_PREFIX, Event
@@ -83,26 +83,44 @@ class Pipeline:
         self.outcome = outcome
         self.stop = stop
         self.until_terminal = until_terminal
+        self._workers = 0
+        self._wanted = 0
+        self._hire: Callable[[], None] | None = None
 
     async def poll_until_stopped(self) -> None:
         """Dispatch to ``polling.workers`` workers until stopped; polls in flight then get
         ``STOP_GRACE`` seconds to deliver and commit."""
         send, receive = anyio.create_memory_object_stream[Track](0)
         with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as polling:
-                for _ in range(self.config().polling.workers):
+            async with anyio.create_task_group() as polling, receive:
+
+                def hire() -> None:
                     polling.start_soon(self._worker, receive.clone())
-                receive.close()
+
+                self._hire = hire
+                self.resize(self.config().polling.workers)
                 await self._dispatch(send)
+                self._hire = None
                 scope.deadline = anyio.current_time() + STOP_GRACE
+
+    def resize(self, workers: int) -> None:
+        """Run ``workers`` workers from now on (a reload): more start at once; the surplus
+        leaves as each finishes its poll in flight, so no poll is cut short."""
+        self._wanted = workers
+        while self._hire is not None and self._workers < workers:
+            self._workers += 1
+            self._hire()
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     # -- dispatching -------------------------------------------------------------------------
 
     async def _dispatch(self, send: MemoryObjectSendStream[Track]) -> None:
         async with send:
-            paced = self.config().polling.policy != "fixed"
             while not self.stopping.is_set():
-                if paced:
+                if self.config().polling.policy != "fixed":
                     held = self.pacer.dispatch_hold(
                         budget_wait=self.budget.wait_time(), waiting=self.budget.waiting
                     )
@@ -123,19 +141,25 @@ class Pipeline:
 
     async def _worker(self, receive: MemoryObjectReceiveStream[Track]) -> None:
         async with receive:
-            async for track in receive:
-                await self._poll_one(track)
+            try:
+                async for track in receive:
+                    await self._poll_one(track)
+                    if self._workers > self._wanted:
+                        break
+            finally:
+                self._workers -= 1
 
     # -- one poll ----------------------------------------------------------------------------
 
     async def _poll_one(self, track: Track) -> None:
         now = self.clock.monotonic()
         plan = self.scheduler.plan(track, now)
-        urgent = URGENT.set(plan.urgent)
         try:
-            result = await self.poller.poll(
-                track.cp, plan, flush=lambda early: self._deliver(track, early)
-            )
+            status = await self.poller.poll_status(track.cp, plan)
+            if status.events:
+                # A run's end is delivered before its final pages are read.
+                await self._deliver(track, status)
+            result = await self.poller.poll_messages(status, plan)
             error_delay = result.error_delay
             if self.until_terminal and isinstance(result.error, Unauthorized | Forbidden):
                 # `watch` is interactive: a key that is refused will not get better by waiting.
@@ -151,8 +175,6 @@ class Pipeline:
             )
             error_delay = DELIVERY_RETRY
             result = PollResult(checkpoint=track.cp)
-        finally:
-            URGENT.reset(urgent)
         self._weigh_sweep(track, result)
         was_live = not track.retired
         self.scheduler.done(
@@ -256,4 +278,15 @@ class Pipeline:
             )
 
 
-__all__ = ["Outcome", "Pipeline"]
+def policy_gate(ctx: Context) -> Gate:
+    """The budget's gate, bypassed under ``polling.policy: fixed`` (read at each request: a
+    reload may switch the policy either way)."""
+
+    async def gate(endpoint: str, *, urgent: bool) -> None:
+        if ctx.config().polling.policy != "fixed":
+            await ctx.budget.acquire(endpoint, urgent=urgent)
+
+    return gate
+
+
+__all__ = ["Outcome", "Pipeline", "policy_gate"]

@@ -1,5 +1,10 @@
 """One poll of one run: the requests its plan asks for, folded through the differ.
 
+A poll is two stages, each returning a :class:`PollResult` that the pipeline delivers before the
+next begins: the status (``GET run``; a run's end should not wait for its final pages), then the
+messages, which continue from the checkpoint the status stage reached. The requests go through
+the client bound to the plan's urgency (:meth:`DuvoClient.with_urgency`).
+
 A poll is a named boundary: an API failure ends the poll (not the daemon) and what it produced
 before the failure is kept, because the checkpoint and the events always move together. Message
 reading continues page after page while pages are full (catch-up of a long history), up to
@@ -9,7 +14,7 @@ read at the run's next turn, which the scheduler makes immediate.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -65,49 +70,51 @@ class Poller:
         self.clock = clock
         self.config = config
 
-    async def poll(
-        self,
-        cp: Checkpoint,
-        plan: Plan,
-        *,
-        flush: Callable[[PollResult], Awaitable[None]] | None = None,
-    ) -> PollResult:
-        """One poll. ``flush`` gets the status events before any message page is read (a
-        run's end should not wait for its final pages); it delivers and commits them, and the
-        result then carries on with the messages."""
+    async def poll_status(self, cp: Checkpoint, plan: Plan) -> PollResult:
+        """The first stage: the run's status, if the plan asks (or it was never seen)."""
         result = PollResult(checkpoint=cp)
-        bound = log.bind(run_id=cp.run_id, agent_id=cp.agent_id)
+        if plan.status or cp.status is None:
+            client = self.client.with_urgency(plan.urgent)
+            await self._guarded(result, self._status(result, client))
+        return result
+
+    async def poll_messages(self, status: PollResult, plan: Plan) -> PollResult:
+        """The second stage, after ``status`` was delivered: the new messages, if the plan asks
+        (or the status stage found the run changed). Carries the status stage's findings."""
+        result = replace(status, events=[], seen=[])
+        if result.error is not None or result.checkpoint.lost or result.not_yet:
+            return result
+        if plan.messages or result.status_changed or result.touched:
+            client = self.client.with_urgency(plan.urgent)
+            await self._guarded(result, self._messages(result, client))
+        return result
+
+    async def _guarded(self, result: PollResult, stage: Awaitable[None]) -> None:
+        """Run one stage; an API failure ends the poll, keeping what it found before."""
         try:
-            if plan.status or cp.status is None:
-                await self._status(result)
-                if flush is not None and result.events:
-                    await flush(result)
-                    result.events = []
-                    result.seen = []
-            wanted = plan.messages or result.status_changed or result.touched
-            if wanted and not result.checkpoint.lost and not result.not_yet:
-                await self._messages(result)
+            await stage
         except ApiError as exc:
             result.error = exc
             result.error_delay = 0.0
             if isinstance(exc, RateLimited):
                 result.error_delay = exc.retry_after or 0.0
             level = "warning" if exc.retryable else "error"
-            getattr(bound, level)(
+            getattr(log, level)(
                 "poll failed",
+                run_id=result.checkpoint.run_id,
+                agent_id=result.checkpoint.agent_id,
                 endpoint=exc.endpoint,
                 status=exc.status,
                 error=str(exc),
                 kind=type(exc).__name__,
                 malformed=isinstance(exc, MalformedResponse),
             )
-        return result
 
-    async def _status(self, result: PollResult) -> None:
+    async def _status(self, result: PollResult, client: DuvoClient) -> None:
         cp = result.checkpoint
         result.requests += 1
         try:
-            snapshot = await self.client.get_run(cp.run_id)
+            snapshot = await client.get_run(cp.run_id)
         except NotFound:
             snapshot = None
         diff = diff_status(cp, snapshot, seen_at=self.clock.time())
@@ -134,7 +141,7 @@ class Poller:
         ):
             result.checkpoint = start_final_verify(new)
 
-    async def _messages(self, result: PollResult) -> None:
+    async def _messages(self, result: PollResult, client: DuvoClient) -> None:
         cp = result.checkpoint
         offset, limit = page_request(cp, MESSAGES_PAGE_MAX)
         first = True
@@ -142,7 +149,7 @@ class Poller:
         for _ in range(MAX_PAGES_PER_POLL):
             result.requests += 1
             try:
-                page = await self.client.list_messages(cp.run_id, limit=limit, offset=offset)
+                page = await client.list_messages(cp.run_id, limit=limit, offset=offset)
             except NotFound:
                 # The run may be gone: let the status probe find out, right away.
                 result.hint_status = True

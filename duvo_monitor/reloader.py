@@ -1,31 +1,43 @@
 """SIGHUP: re-read the config file and apply what changed, part by part, while running.
 
-A config that does not load is refused whole and the old one keeps running. Of one that loads,
-``api``, ``state``, ``metrics`` and ``control.listen`` (and the control token's source) change
-only on restart: the old values are kept and the log names the keys that differ. Everything
-else is applied live: the polling settings (scheduler, poller), the log level and format, the
-sinks (rebuilt only if their config changed, else reopened, so rotated files are followed) and
-the watch list.
+A config that does not load, or whose sinks cannot be built (a missing secret), is refused
+whole before anything is applied: the old config, log level and sinks keep running. Of one that
+is accepted, the keys that change only on restart (``RESTART_ONLY``: the API, the state file,
+the metrics listener, the control listener and its token's source) keep their old values and
+the log names each one that differs. Everything else is applied live:
+
+* ``polling``: the scheduler and the poller read it at once; the dispatcher and the budget gate
+  read the policy at each step (so ``fixed`` -> ``adaptive`` installs the gate and the pacing);
+  ``polling.workers`` resizes the pipeline;
+* ``logging``: level and format;
+* ``sinks``: rebuilt if their config changed, else reopened (so rotated files are followed);
+* ``watch``: the runs and the runs file are re-read; the sweeper reads ``watch.discover`` at
+  each pass, so discovery starts, stops or changes its filters at the next one;
+* ``control.webhook_path``: read at each request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 
+import anyio
 import structlog
 
 from duvo_monitor.config import Config, load_config
 from duvo_monitor.context import Context
-from duvo_monitor.errors import ConfigError
+from duvo_monitor.errors import ConfigError, ConfigProblem
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.logs import configure_logging
+from duvo_monitor.pipeline import Pipeline
 from duvo_monitor.poller import Poller
 from duvo_monitor.sdnotify import Notifier
 from duvo_monitor.sinks.base import Sink
 from duvo_monitor.watchlist import WatchList
 
 log = structlog.get_logger("duvo_monitor.reloader")
+
+LOAD_DEADLINE = 10.0
 
 
 def log_json(fmt: str, environ: Mapping[str, str]) -> bool | None:
@@ -46,6 +58,7 @@ class Reloader:
         fanout: FanOut,
         build_sinks: Callable[[Config], Sequence[Sink]] | None,
         poller: Poller,
+        pipeline: Pipeline,
         watchlist: WatchList,
     ) -> None:
         self.ctx = ctx
@@ -58,12 +71,14 @@ class Reloader:
         self.fanout = fanout
         self.build_sinks = build_sinks
         self.poller = poller
+        self.pipeline = pipeline
         self.watchlist = watchlist
 
     def _set(self, config: Config) -> None:
         self.install(config)
         self.scheduler.config = config.polling
         self.poller.config = config.polling
+        self.pipeline.resize(config.polling.workers)
 
     async def reload(self) -> bool:
         """Re-read the config; a bad one is refused and the old one keeps running."""
@@ -74,7 +89,7 @@ class Reloader:
             return False
         self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
+            new = await load_config_in_thread(self.config_path)
         except ConfigError as exc:
             log.error(
                 "new config refused; keeping the old one",
@@ -83,30 +98,11 @@ class Reloader:
             self.notifier.ready()
             return False
         old = self.current()
-        restart_only = (
-            new.api != old.api
-            or new.state != old.state
-            or new.metrics != old.metrics
-            or new.control.listen != old.control.listen
-        )
-        if restart_only:
-            log.warning(
-                "api, state, metrics and control.listen change only on restart; kept the old ones"
-            )
-        new = replace(
-            new,
-            api=old.api,
-            state=old.state,
-            metrics=old.metrics,
-            control=replace(
-                new.control,
-                listen=old.control.listen,
-                token_env=old.control.token_env,
-                token_file=old.control.token_file,
-            ),
-        )
-        self._set(new)
-        configure_logging(new.logging.level, json=log_json(new.logging.format, self.environ))
+        kept = restart_only_changes(old, new)
+        if kept:
+            log.warning("these keys change only on restart; kept the old values", keys=kept)
+        new = keep_restart_only(old, new)
+        sinks: Sequence[Sink] | None = None
         if new.sinks != old.sinks and self.build_sinks is not None:
             try:
                 sinks = self.build_sinks(new)
@@ -115,9 +111,11 @@ class Reloader:
                     "new sinks refused; keeping the old config",
                     problems=[str(p) for p in exc.problems],
                 )
-                self._set(old)
                 self.notifier.ready()
                 return False
+        self._set(new)
+        configure_logging(new.logging.level, json=log_json(new.logging.format, self.environ))
+        if sinks is not None:
             await self.fanout.reconfigure(list(sinks))
         else:
             for sink in self.fanout.sinks:
@@ -128,4 +126,47 @@ class Reloader:
         return True
 
 
-__all__ = ["Reloader", "log_json"]
+RESTART_ONLY = ("api", "state", "metrics")
+CONTROL_RESTART_ONLY = ("listen", "token_env", "token_file")
+
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The keys (dotted paths) that differ between ``old`` and ``new`` but change only on
+    restart."""
+    keys = [
+        f"{section}.{f.name}"
+        for section in RESTART_ONLY
+        for f in fields(getattr(old, section))
+        if getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name)
+    ]
+    keys += [
+        f"control.{name}"
+        for name in CONTROL_RESTART_ONLY
+        if getattr(old.control, name) != getattr(new.control, name)
+    ]
+    return keys
+
+
+def keep_restart_only(old: Config, new: Config) -> Config:
+    """``new`` with the restart-only keys of ``old``."""
+    control = replace(
+        new.control, **{name: getattr(old.control, name) for name in CONTROL_RESTART_ONLY}
+    )
+    return replace(
+        new, **{section: getattr(old, section) for section in RESTART_ONLY}, control=control
+    )
+
+
+async def load_config_in_thread(path: str) -> Config:
+    """:func:`load_config` in a worker thread (a file read and YAML parsing must not stall
+    the loop), within ``LOAD_DEADLINE`` seconds; a file that cannot be read in time is a
+    :class:`ConfigError` like any unreadable file."""
+    try:
+        with anyio.fail_after(LOAD_DEADLINE):
+            return await anyio.to_thread.run_sync(load_config, path, abandon_on_cancel=True)
+    except TimeoutError:
+        problem = ConfigProblem("", f"{path} could not be read within {LOAD_DEADLINE:g} s")
+        raise ConfigError([problem], source=path) from None
+
+
+__all__ = ["RESTART_ONLY", "Reloader", "keep_restart_only", "log_json", "restart_only_changes"]

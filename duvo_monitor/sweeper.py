@@ -66,11 +66,11 @@ class Sweeper:
         return c.polling.sweep == "on" or live >= SWEEP_MIN_RUNS
 
     async def run(self) -> None:
-        discover = self.config().watch.discover
         if self.config().api.version != "v2":
             return
         failures = 0
         while not self.stopping.is_set():
+            discover = self.config().watch.discover  # read each pass: a reload may change it
             sweeping = self.sweep_wanted()
             self.scheduler.set_sweeping(sweeping, self.clock.monotonic())
             if not sweeping and discover is None:

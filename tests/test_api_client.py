@@ -513,7 +513,7 @@ async def test_bad_arguments_raise_value_error_before_any_request(
     wire = Wire()
     gated: list[str] = []
 
-    async def gate(endpoint: str) -> None:
+    async def gate(endpoint: str, *, urgent: bool) -> None:
         gated.append(endpoint)
 
     with pytest.raises(ValueError, match=r"uuid|limit|offset|sort_order|empty"):
@@ -949,12 +949,13 @@ async def test_rate_limit_headers_of_error_answers_are_observed(connect: Factory
 
 
 async def test_gate_is_awaited_before_every_request(connect: Factory) -> None:
-    """The gate is awaited with the endpoint before each request, team resolution included."""
+    """The gate is awaited with the endpoint before each request, team resolution included;
+    a client bound to urgency passes it on, the client it came from stays routine."""
     events: list[str] = []
 
-    async def gate(endpoint: str) -> None:
+    async def gate(endpoint: str, *, urgent: bool) -> None:
         await anyio.lowlevel.checkpoint()
-        events.append(f"gate {endpoint}")
+        events.append(f"gate {endpoint}{' urgent' if urgent else ''}")
 
     def respond(request: httpx.Request) -> httpx.Response:
         events.append(f"send {request.method} {request.url.path}")
@@ -964,7 +965,15 @@ async def test_gate_is_awaited_before_every_request(connect: Factory) -> None:
     await client.start_run(AGENT)
     await client.get_run(RUN)
     await client.stop_run(RUN)
-    assert events == [
+    await client.with_urgency(True).get_run(RUN)
+    await client.get_run(RUN)
+    assert events[-4:] == [
+        "gate GET /v2/runs/{run_id} urgent",
+        f"send GET /v2/runs/{RUN}",
+        "gate GET /v2/runs/{run_id}",
+        f"send GET /v2/runs/{RUN}",
+    ]
+    assert events[:-4] == [
         "gate GET /v2/teams",
         "send GET /v2/teams",
         "gate POST /v2/teams/{teamId}/runs",
@@ -983,7 +992,7 @@ async def test_a_gate_that_refuses_stops_the_request(connect: Factory) -> None:
     class BudgetExhausted(Exception):
         pass
 
-    async def gate(endpoint: str) -> None:
+    async def gate(endpoint: str, *, urgent: bool) -> None:
         raise BudgetExhausted(endpoint)
 
     wire = Wire()

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from duvo_monitor.api import Observation
-from duvo_monitor.budget import URGENT, Budget
+from duvo_monitor.budget import Budget
 from duvo_monitor.clock import Clock
 from duvo_monitor.models import RateLimit
 
@@ -109,12 +109,8 @@ async def test_requests_are_counted_by_kind() -> None:
     budget = Budget(50, clock=clock)
     await budget.acquire("GET /v2/teams/{teamId}/runs")
     await budget.acquire("GET /v2/runs/{run_id}/messages")
-    token = URGENT.set(True)
-    try:
-        await budget.acquire("GET /v2/runs/{run_id}/messages")
-        await budget.acquire("GET /v2/runs/{run_id}")
-    finally:
-        URGENT.reset(token)
+    await budget.acquire("GET /v2/runs/{run_id}/messages", urgent=True)
+    await budget.acquire("GET /v2/runs/{run_id}", urgent=True)
     assert budget.sent == {"sweep": 1, "hinted": 2, "routine": 1}
     assert budget.sent_by["hinted", "GET /v2/runs/{run_id}"] == 1
     assert budget.waiting == 0
