@@ -78,6 +78,7 @@ class PollingConfig:
     fixed_interval: float = 10.0
     linger: float = 3600.0
     linger_interval: float = 300.0
+    forget_after: float = 600.0
     sweep: Literal["auto", "on", "off"] = "auto"
     sweep_interval: float = 1.0
     workers: int = 16
@@ -301,6 +302,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
             fixed_interval=s.get("fixed_interval", p.fixed_interval, parse_duration),
             linger=s.get("linger", p.linger, parse_duration),
             linger_interval=s.get("linger_interval", p.linger_interval, parse_duration),
+            forget_after=s.get("forget_after", p.forget_after, parse_duration),
             sweep=s.get("sweep", p.sweep, _choice("auto", "on", "off")),
             sweep_interval=s.get("sweep_interval", p.sweep_interval, parse_duration),
             workers=s.get("workers", p.workers, _positive_int),

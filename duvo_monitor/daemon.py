@@ -181,7 +181,7 @@ class Monitor:
         given = self._given_sinks
         sinks = list(given) if given is not None else self._build_sinks(config)
         self.fanout = FanOut(sinks, observer=self.telemetry, clock=self.clock)
-        self.watchlist = WatchList(ctx, state=self.state)
+        self.watchlist = WatchList(ctx, state=self.state, outcome=self.outcome)
         self.pipeline = Pipeline(
             ctx,
             poller=self.poller,
@@ -208,13 +208,13 @@ class Monitor:
             ctx,
             accounting=self.accounting,
             notifier=self.notifier,
-            check_runs_file=self.watchlist.check_runs_file,
+            tend=self.watchlist.tend,
             stop=self.stop,
             until_terminal=self.until_terminal,
             started_at=self.started_at,
         )
-        discovered = partial(self.watchlist.add_runs, source="discover")
-        return ticker, Sweeper(ctx, client=self.client, add_runs=discovered)
+        found, gone = partial(self.watchlist.add_runs, source="discover"), self.watchlist.forgotten
+        return ticker, Sweeper(ctx, client=self.client, add_runs=found, forgotten=gone)
 
     def _build_sinks(self, config: Config) -> list[Sink]:
         return build_sinks(

@@ -46,11 +46,22 @@ class Outcome:
     """How the watched runs ended, for ``duvo-monitor watch``'s exit code."""
 
     statuses: dict[str, str] = field(default_factory=dict)
+    forgotten_completed: int = 0
+    forgotten_other: int = 0
+    """Runs forgotten after they retired (see watchlist.py), counted by how they ended."""
+
+    def forget(self, run_id: str) -> None:
+        status = self.statuses.pop(run_id, None)
+        if status == "completed":
+            self.forgotten_completed += 1
+        elif status is not None:
+            self.forgotten_other += 1
 
     def exit_code(self) -> int:
-        if not self.statuses:
+        if not self.statuses and not self.forgotten_completed:
             return 1
-        return 0 if all(s == "completed" for s in self.statuses.values()) else 1
+        completed = all(s == "completed" for s in self.statuses.values())
+        return 0 if completed and not self.forgotten_other else 1
 
 
 class Pipeline:

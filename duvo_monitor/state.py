@@ -10,6 +10,7 @@ Tables::
     runs(run_id PK, checkpoint JSON, source, watched, added_at)
     seen(run_id, message_id, digest, PK(run_id, message_id))   -- emitted messages, no bodies
     outbox(run_id PK, checkpoint, seen, events)                -- handed to sinks, not yet acked
+    forgotten(run_id PK, created_at, updated_at)               -- discovered runs retired long ago
 
 The outbox closes the gap between "handed to the sinks" and "acknowledged": a poll's events and
 the checkpoint they lead to are staged *before* publishing, and removed in the same transaction
@@ -20,6 +21,12 @@ what the checkpoint says never drift apart, even when the run moved on while the
 A file that is empty, truncated or not a database is moved aside (``.corrupt-<time>``) and the
 rows that can still be read are carried into a fresh one; a run whose checkpoint cannot be read
 starts afresh (its events come again, with the same ids). Never a crash loop.
+
+Discovered runs that retired are forgotten ``polling.forget_after`` later (see watchlist.py):
+their rows in ``runs``, ``seen`` and ``outbox`` go, and a small ``forgotten`` row (the run's
+creation time and last ``updated_at``) stays only while discovery could list the run again, so
+that it is not discovered twice; then that row goes too. A long-running daemon with discovery
+on keeps rows for the runs of the discovery window, not for every run it ever saw.
 
 All calls run in one worker thread (SQLite objects stay on it), so the event loop never blocks.
 """
@@ -57,6 +64,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     seen BLOB NOT NULL,
     events BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS forgotten (
+    run_id TEXT PRIMARY KEY,
+    created_at REAL,
+    updated_at TEXT
+);
 CREATE TABLE IF NOT EXISTS seen (
     run_id TEXT NOT NULL,
     message_id TEXT NOT NULL,
@@ -73,6 +85,15 @@ class StoredRun:
     checkpoint: Checkpoint
     source: str
     watched: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forgotten:
+    """A run forgotten after it retired: enough to tell it from a new run when listed again."""
+
+    run_id: str
+    created_at: float | None
+    updated_at: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +176,22 @@ class StateStore:
 
     async def unwatch(self, run_ids: Iterable[str]) -> None:
         await self._run(_watch, list(run_ids), "", False)
+
+    async def forget(self, runs: Sequence[Forgotten]) -> None:
+        """Drop every row of these runs, keeping only their ``forgotten`` entries."""
+        if runs:
+            await self._run(_forget, list(runs))
+
+    async def forgotten(self) -> list[Forgotten]:
+        result = await self._run(_forgotten)
+        assert isinstance(result, list)
+        return result
+
+    async def unforget(self, run_ids: Iterable[str]) -> None:
+        """Drop these runs' ``forgotten`` entries (past the discovery window, or watched again)."""
+        ids = list(run_ids)
+        if ids:
+            await self._run(_unforget, ids)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -325,3 +362,32 @@ def _watch(conn: sqlite3.Connection, run_ids: list[str], source: str, watched: b
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _forget(conn: sqlite3.Connection, runs: list[Forgotten]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for run in runs:
+            for table in ("runs", "seen", "outbox"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run.run_id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO forgotten(run_id, created_at, updated_at) VALUES (?, ?, ?)",
+                (run.run_id, run.created_at, run.updated_at),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _forgotten(conn: sqlite3.Connection) -> list[Forgotten]:
+    return [
+        Forgotten(run_id=run_id, created_at=created_at, updated_at=updated_at)
+        for run_id, created_at, updated_at in conn.execute(
+            "SELECT run_id, created_at, updated_at FROM forgotten"
+        )
+    ]
+
+
+def _unforget(conn: sqlite3.Connection, run_ids: list[str]) -> None:
+    conn.executemany("DELETE FROM forgotten WHERE run_id = ?", [(r,) for r in run_ids])

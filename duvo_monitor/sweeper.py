@@ -11,7 +11,7 @@ run). How often a pass runs, and when a trusted round may start, is the pacer's 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -22,6 +22,7 @@ from duvo_monitor.errors import ApiError
 from duvo_monitor.models import parse_time
 from duvo_monitor.pacer import TICK
 from duvo_monitor.scheduler import Track
+from duvo_monitor.state import Forgotten
 
 log = structlog.get_logger("duvo_monitor.sweeper")
 
@@ -39,6 +40,7 @@ class Sweeper:
         *,
         client: DuvoClient,
         add_runs: Callable[[Sequence[str]], Awaitable[list[str]]],
+        forgotten: Mapping[str, Forgotten],
     ) -> None:
         self.config = ctx.config
         self.clock = ctx.clock
@@ -50,6 +52,7 @@ class Sweeper:
         self.wake = ctx.wake
         self.client = client
         self.add_runs = add_runs
+        self.forgotten = forgotten
         self._last_sweep: float | None = None
         self._swept: dict[str, str] = {}  # run id -> updated_at as the last sweep showed it
         self._listed: set[str] = set()  # the runs the last pass showed
@@ -151,7 +154,7 @@ class Sweeper:
                 track = tracks.get(summary.id)
                 if track is not None:
                     self._swept_hint(track, summary.status, summary.updated_at, mono)
-                elif discover_new and discover is not None and self._discoverable(summary, horizon):
+                elif discover_new and self._discoverable(summary, horizon):
                     new.append(summary.id)
             offset += len(page.data)
             if oldest_on_page is not None:
@@ -165,6 +168,8 @@ class Sweeper:
         self.pacer.swept(pages)
         exhausted = len(page.data) < PAGE or offset >= page.total
         self._vanished(listed, oldest_seen, exhausted, mono)
+        for run_id in [r for r in self._swept if r not in tracks]:
+            del self._swept[run_id]  # forgotten or removed: the sweep memory follows the tracks
         if new:
             added = await self.add_runs(new)
             if added:
@@ -213,7 +218,8 @@ class Sweeper:
 
     def _discoverable(self, summary: Any, horizon: float | None) -> bool:
         discover = self.config().watch.discover
-        assert discover is not None
+        if discover is None or summary.id in self.forgotten:  # retired and forgotten: not new
+            return False
         if discover.agents and summary.agent_id not in discover.agents:
             return False
         if discover.sources and summary.source not in discover.sources:

@@ -3,8 +3,8 @@
 Each tick refreshes the scheduler's Σ√λ and its probe rate (from the pacer), reports the
 requests sent and the budget to the metrics, says "ready" to systemd once every run has been
 polled (or after ``READY_AFTER`` seconds), and, every ``SLOW_BEATS`` ticks, updates the systemd
-status line and re-reads a changed runs file. For ``duvo-monitor watch`` it also notices that
-every watched run has ended, and stops the daemon.
+status line and tends the watch list (a changed runs file, retired runs to forget). For
+``duvo-monitor watch`` it also notices that every watched run has ended, and stops the daemon.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Ticker:
         *,
         accounting: Accounting,
         notifier: Notifier,
-        check_runs_file: Callable[[], Awaitable[None]],
+        tend: Callable[[], Awaitable[None]],
         stop: Callable[[int], None],
         until_terminal: bool,
         started_at: float,
@@ -45,7 +45,7 @@ class Ticker:
         self.stopping = ctx.stopping
         self.accounting = accounting
         self.notifier = notifier
-        self.check_runs_file = check_runs_file
+        self.tend = tend
         self.stop = stop
         self.until_terminal = until_terminal
         self.started_at = started_at
@@ -79,7 +79,7 @@ class Ticker:
                 if text != self._status_text:
                     self.notifier.status(text)
                     self._status_text = text
-                await self.check_runs_file()
+                await self.tend()
             if self.until_terminal and self.all_done():
                 log.info("every watched run has ended")
                 self.stop(0)
