@@ -70,7 +70,9 @@ TICK = 1.0
 DISPATCH_STEP = 0.02
 SWEEP_SHARE = 0.25
 MAX_SWEEP_GAP = 15.0
+ROUND_STEP = 0.1
 RATE_WINDOW = 10.0
+MIN_PROBE_SHARE = 0.1
 SWEEP_MAX_PAGES = 10
 SWEEP_MIN_RUNS = 3
 STUCK_THREAD_GRACE = 0.25
@@ -136,14 +138,15 @@ class Monitor:
         )
         self.budget = Budget(config.api.requests_per_minute, clock=self.clock)
         self.scheduler = Scheduler(config.polling)
+        # Until the first tick: the whole budget (less the reserve), not a guess.
+        self.scheduler.rate = self.budget.requests_per_second() * (1 - config.polling.reserve)
         self.outcome = Outcome()
         self.started_at = self.clock.time()
         self.stopping = anyio.Event()
         self._wake = anyio.Event()
         self._ready = False
         self._sweep_pages = 1
-        self._rate_factor = 1.0
-        self._routine_rate = 0.0  # requests a second sent by routine (unhinted) polls, smoothed
+        self._urgent_rate = 0.0  # requests a second of sweeps and hinted polls, smoothed
         self._last_sweep: float | None = None
         self._sent_reported = dict(self.budget.sent)
         self._tallied_at = self.clock.monotonic()
@@ -296,8 +299,11 @@ class Monitor:
                 await send.send(track)
 
     def _budget_hold(self) -> float:
-        """How long the dispatcher should hold the next poll (0: hand it out now)."""
-        wait = self.budget.wait_time()
+        """How long the dispatcher should hold the next poll (0: hand it out now). A poll of a
+        run known to have news waits only for the budget; a routine one for the pace as well."""
+        now = self.clock.monotonic()
+        urgent = self.scheduler.hinted_backlog(now)
+        wait = self.budget.wait_time() if urgent else self.budget.routine_wait()
         if wait > 0:
             return min(wait, TICK)
         return DISPATCH_STEP if self.budget.waiting else 0.0
@@ -564,15 +570,10 @@ class Monitor:
             sweeping = self._sweep_wanted()
             self.scheduler.set_sweeping(sweeping, self.clock.monotonic())
             if not sweeping and discover is None:
-                await self.clock.sleep(TICK * 5)
+                await self.clock.sleep(TICK)
                 continue
-            interval = discover.interval if discover is not None else math.inf
-            if sweeping:
-                # Never let sweeps take more than a quarter of the budget.
-                floor = self._sweep_pages / (self.budget.requests_per_second() * SWEEP_SHARE)
-                interval = min(interval, max(self.config.polling.sweep_interval, floor))
+            interval = self._sweep_gap(sweeping)
             started = self.clock.monotonic()
-            hinted_before = self.budget.sent["hinted"]
             if sweeping:
                 gap = None if self._last_sweep is None else started - self._last_sweep
                 self._last_sweep = started
@@ -589,28 +590,30 @@ class Monitor:
                 interval = max(interval, min(120.0, 2.0**failures))
             await self.clock.sleep(interval)
             if sweeping and not failures and self.scheduler.trust.trusted:
-                await self._pace_sweep(started, hinted_before, interval)
+                await self._drain_round(started + max(interval, MAX_SWEEP_GAP))
 
-    async def _pace_sweep(self, started: float, hinted_before: int, least: float) -> None:
-        """With trusted sweeps, one sweep and the hinted polls it set off are one round: the
-        next round starts when the budget left by the routine probes has paid for this one.
-        When few runs move, that is every ``sweep_interval``; when many do, rounds stretch so
-        that their polls never queue at the gate (and each poll gathers more messages)."""
-        cap = started + max(least, MAX_SWEEP_GAP)
+    def _sweep_gap(self, sweeping: bool) -> float:
+        """Seconds from one list-runs sweep to the next: ``sweep_interval``, for change
+        detection and for discovery alike (whatever the number of live runs), unless that would
+        take more than ``SWEEP_SHARE`` of the budget; discovery alone at least every
+        ``watch.discover.interval``. The ticker takes what sweeps cost out of the probes' rate."""
+        polling = self.config.polling
+        discover = self.config.watch.discover
+        floor = self._sweep_pages / (self.budget.requests_per_second() * SWEEP_SHARE)
+        gap = max(polling.sweep_interval, floor)
+        if not sweeping and discover is not None:
+            gap = min(gap, max(discover.interval, polling.sweep_interval))
+        return gap
+
+    async def _drain_round(self, cap: float) -> None:
+        """With trusted sweeps, a sweep and the hinted polls it set off are one round: the next
+        sweep waits until those polls have left (never idle: they are being sent meanwhile),
+        so that sweeps do not pile hints on a budget that cannot serve them yet."""
         while not self.stopping.is_set():
             now = self.clock.monotonic()
-            cost = self._sweep_pages + self.budget.sent["hinted"] - hinted_before
-            due = started + cost / self._round_budget()
-            if now >= min(due, cap):
+            if now >= cap or not self.scheduler.hinted_backlog(now):
                 return
-            await self.clock.sleep(min(due, cap) - now)
-
-    def _round_budget(self) -> float:
-        """Requests a second that sweep rounds may spend: the budget less what the routine
-        probes spent lately (never below a quarter of the budget)."""
-        rate = self.budget.requests_per_second()
-        spare = rate - self._routine_rate
-        return max(spare, rate * SWEEP_SHARE)
+            await self.clock.sleep(min(ROUND_STEP, cap - now))
 
     async def _list_once(self, *, discover_new: bool) -> None:
         discover = self.config.watch.discover
@@ -725,23 +728,16 @@ class Monitor:
     async def _ticker(self) -> None:
         beat = 0
         while True:
-            self.scheduler.recompute()
             self._tally_sent()
-            rate = self.budget.requests_per_second() * (1 - self.config.polling.reserve)
-            if self.scheduler.sweeping:
-                rate -= min(
-                    rate * SWEEP_SHARE, self._sweep_pages / self.config.polling.sweep_interval
-                )
+            # Routine requests leave at the sustained rate less the reserve (bucket.py); what
+            # sweeps and hinted polls spent lately comes first, and the scheduled probes share
+            # the rest by expected news (scheduler.py).
+            sustained = self.budget.requests_per_second() * (1 - self.config.polling.reserve)
+            self.budget.set_pace(sustained)
+            rate = sustained - self._urgent_rate
+            self.scheduler.rate = max(rate, sustained * MIN_PROBE_SHARE)
+            self.scheduler.recompute()
             snap = self.budget.snapshot()
-            # Feedback: hints, catch-up pages and final reads come on top of the scheduled
-            # probes; keep the whole under the budget so requests do not queue at the gate
-            # (a queued poll is a stale poll).
-            used = snap.used / max(snap.limit, 1)
-            if used > 0.97:
-                self._rate_factor = max(0.5, self._rate_factor * 0.95)
-            elif used < 0.8:
-                self._rate_factor = min(1.0, self._rate_factor * 1.05)
-            self.scheduler.rate = max(rate * self._rate_factor, 0.01)
             self.telemetry.budget(snap.limit, snap.remaining, snap.used)
             self._check_ready()
             if beat % 5 == 0:
@@ -760,8 +756,8 @@ class Monitor:
             await self.clock.sleep(TICK)
 
     def _tally_sent(self) -> None:
-        """Requests sent since the last tick, by purpose: to the metrics, and into the smoothed
-        rate of routine requests that paces the sweep rounds."""
+        """Requests sent since the last tick, by purpose, to the metrics; and the smoothed rate
+        of sweeps and hinted polls, which the scheduled probes leave to them."""
         now = self.clock.monotonic()
         sent = dict(self.budget.sent)
         delta = {purpose: n - self._sent_reported.get(purpose, 0) for purpose, n in sent.items()}
@@ -771,7 +767,8 @@ class Monitor:
         self._sent_reported, self._tallied_at = sent, now
         if dt > 0:
             weight = 1 - math.exp(-dt / RATE_WINDOW)
-            self._routine_rate += (delta["routine"] / dt - self._routine_rate) * weight
+            urgent = (delta["sweep"] + delta["hinted"]) / dt
+            self._urgent_rate += (urgent - self._urgent_rate) * weight
 
     def _check_ready(self) -> None:
         if self._ready or self.stopping.is_set():
