@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BURST = 1.0  # seconds of the rate the bucket holds: routine polls never bunch more than this
-DEBT = 5.0  # seconds of the rate that hinted polls and sweeps may run ahead of it
+DEBT = 2.0  # seconds of the rate that hinted polls and sweeps may run ahead of it
 
 
 @dataclass(slots=True)

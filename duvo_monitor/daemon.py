@@ -18,7 +18,6 @@ commits are atomic, so the state stays whole). SIGHUP reloads the config.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -71,8 +70,6 @@ DISPATCH_STEP = 0.02
 SWEEP_SHARE = 0.25
 MAX_SWEEP_GAP = 15.0
 ROUND_STEP = 0.1
-RATE_WINDOW = 10.0
-MIN_PROBE_SHARE = 0.1
 SWEEP_MAX_PAGES = 10
 SWEEP_MIN_RUNS = 3
 STUCK_THREAD_GRACE = 0.25
@@ -146,7 +143,6 @@ class Monitor:
         self._wake = anyio.Event()
         self._ready = False
         self._sweep_pages = 1
-        self._urgent_rate = 0.0  # requests a second of sweeps and hinted polls, smoothed
         self._last_sweep: float | None = None
         self._sent_reported = dict(self.budget.sent)
         self._tallied_at = self.clock.monotonic()
@@ -550,6 +546,11 @@ class Monitor:
 
     # -- the lister: v2 sweeps and discovery ------------------------------------------------
 
+    def _listing(self) -> bool:
+        """Does the lister list runs (change-detecting sweeps, or discovery)?"""
+        v2 = self.config.api.version == "v2"
+        return v2 and (self.scheduler.sweeping or self.config.watch.discover is not None)
+
     def _sweep_wanted(self) -> bool:
         c = self.config
         if c.api.version != "v2" or c.polling.policy != "adaptive" or c.polling.sweep == "off":
@@ -729,13 +730,17 @@ class Monitor:
         beat = 0
         while True:
             self._tally_sent()
-            # Routine requests leave at the sustained rate less the reserve (bucket.py); what
-            # sweeps and hinted polls spent lately comes first, and the scheduled probes share
-            # the rest by expected news (scheduler.py).
+            # Routine requests leave at the sustained rate less the reserve (bucket.py), which
+            # hinted polls and sweeps drain too; the scheduled probes share that rate, less the
+            # sweeps' steady cost, by expected news (scheduler.py). Hints, catch-up and final
+            # reads are not subtracted: when they come, routine polls leave a little late (in
+            # due order) rather than the budget ever lying idle while a probe could use it.
             sustained = self.budget.requests_per_second() * (1 - self.config.polling.reserve)
             self.budget.set_pace(sustained)
-            rate = sustained - self._urgent_rate
-            self.scheduler.rate = max(rate, sustained * MIN_PROBE_SHARE)
+            rate = sustained
+            if self._listing():
+                rate -= min(rate * SWEEP_SHARE, self._sweep_pages / self._sweep_gap(True))
+            self.scheduler.rate = max(rate, 0.01)
             self.scheduler.recompute()
             snap = self.budget.snapshot()
             self.telemetry.budget(snap.limit, snap.remaining, snap.used)
@@ -756,19 +761,13 @@ class Monitor:
             await self.clock.sleep(TICK)
 
     def _tally_sent(self) -> None:
-        """Requests sent since the last tick, by purpose, to the metrics; and the smoothed rate
-        of sweeps and hinted polls, which the scheduled probes leave to them."""
+        """Requests sent since the last tick, by purpose, to the metrics."""
         now = self.clock.monotonic()
         sent = dict(self.budget.sent)
         delta = {purpose: n - self._sent_reported.get(purpose, 0) for purpose, n in sent.items()}
         for purpose, count in delta.items():
             self.telemetry.requests_sent(purpose, count)
-        dt = now - self._tallied_at
         self._sent_reported, self._tallied_at = sent, now
-        if dt > 0:
-            weight = 1 - math.exp(-dt / RATE_WINDOW)
-            urgent = (delta["sweep"] + delta["hinted"]) / dt
-            self._urgent_rate += (urgent - self._urgent_rate) * weight
 
     def _check_ready(self) -> None:
         if self._ready or self.stopping.is_set():

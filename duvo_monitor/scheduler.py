@@ -158,10 +158,12 @@ class Scheduler:
             return track
         track = Track(run_id=cp.run_id, cp=cp, source=source, phase_offset=stable_phase(cp.run_id))
         self.tracks[cp.run_id] = track
-        # The first look is due at once: the budget's gate paces a big watch list, and the runs
-        # added first are looked at first (they are older in the queue than any routine poll).
+        # The first look is due at once and counts as news (nothing is known of the run yet):
+        # it goes ahead of routine polls and does not wait for their pace, only for the budget;
+        # the runs added first are looked at first.
         track.status_due = now
         track.msg_due = now
+        track.urgent = True
         if cp.lost:
             track.retired = True
         else:
@@ -319,7 +321,8 @@ class Scheduler:
             )
         if plan.messages:
             track.msg_due = now + self.message_interval(track)
-        if status_changed or more_messages or phase == "ending":
+        started = track.cp.status not in PENDING_STATUSES  # a pending run has no messages yet
+        if (status_changed and started) or more_messages or phase == "ending":
             track.msg_due = now
         if hint_status or track.pending_status:
             track.status_due = now

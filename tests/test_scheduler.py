@@ -234,10 +234,11 @@ def test_trusted_sweep_hints_are_served_at_once() -> None:
 def test_hinted_runs_are_served_before_overdue_routine_polls() -> None:
     """Among due runs, the one known to have news goes first, however overdue the others."""
     s = make(3, min_interval=1.0, max_interval=1.0)
-    routine = [s.pop_due(10.0) for _ in range(3)]
+    routine = [s.pop_due(10.0) for _ in range(3)]  # the first looks
     assert all(t is not None for t in routine)
     for track in routine:
         assert track is not None
+        assert s.plan(track, 10.0).urgent  # a first look goes ahead of routine polls
         finish(s, track.run_id, 11.0)  # all due again at 12.0
     late = ids(3)[2]
     s.hint(late, 15.0, messages=True)  # at 15.0 all three are due, two of them since 12.0
