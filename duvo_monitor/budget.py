@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import anyio
 
 from duvo_monitor.api import Observation
+from duvo_monitor.bucket import PaceBucket
 from duvo_monitor.clock import Clock
 
 DEFAULT_429_PAUSE = 5.0
@@ -76,6 +77,16 @@ class Budget:
         self.rate_limited = 0
         # Requests sent, by (kind, endpoint): the daemon paces sweeps on what each kind costs.
         self.sent_by: Counter[tuple[str, str]] = Counter()
+        # Routine requests leave at the sustained rate, not as fast as the log admits (bucket.py).
+        self.pace = PaceBucket(self.requests_per_second())
+
+    def set_pace(self, rate: float) -> None:
+        """Requests a second routine requests may take, sustained (set by the daemon's ticker)."""
+        self.pace.set_rate(rate, self.clock.monotonic())
+
+    def routine_wait(self) -> float:
+        """Seconds until a routine request may be sent: the log and the pace both allow it."""
+        return max(self.wait_time(), self.pace.wait(self.clock.monotonic()))
 
     @property
     def limit(self) -> int:
@@ -115,7 +126,8 @@ class Budget:
     async def acquire(self, endpoint: str = "", *, urgent: bool = False) -> None:
         """Wait until a request fits the budget, then count it as sent.
 
-        Requests wait their turn in order, except the change detector and what it found: a
+        Routine requests also wait for the pace (bucket.py). Requests wait their turn in order,
+        except the change detector and what it found: a
         list-runs sweep (``PRIORITY_ENDPOINTS``) and the polls of a run known to have news
         (``urgent``: a hinted poll, see ``DuvoClient.with_urgency``) go ahead of routine polls.
         """
@@ -132,7 +144,7 @@ class Budget:
                     self._priority_waiting -= 1
             else:
                 async with self._lock:
-                    while (wait := self.wait_time()) > 0 or self._priority_waiting:
+                    while (wait := self.routine_wait()) > 0 or self._priority_waiting:
                         await self.clock.sleep(min(max(wait, PRIORITY_YIELD), MAX_SLEEP_STEP))
             self._take()
             self.sent_by[kind, endpoint] += 1
@@ -153,6 +165,7 @@ class Budget:
         return totals
 
     def _take(self) -> None:
+        self.pace.take(self.clock.monotonic())
         self._log.append(self.clock.monotonic())
         self._sent_since_report += 1
         self._inflight += 1

@@ -6,8 +6,7 @@
     pipeline: dispatcher ──(due runs)──▶ workers (N) ──▶ poller (budget-gated API calls)
                   ──(events)──▶ fan-out ──▶ sink buffers ──▶ sinks ──ack──▶ commit
     sweeper (v2 list runs: sweeps, discovery) ──hints──▶ scheduler ◀──hints── control API
-    ticker: Σ√λ and the probe rate (pacer), budget gauges, systemd STATUS, runs_file changes
-    process: signals (stop, abort, reload → reloader), exit codes
+    ticker: probe rate and pace (pacer), gauges, systemd STATUS, watch list; process: signals
 
 A stop ends the dispatcher, lets polls in flight finish (bounded), drains the sinks, saves.
 """
@@ -95,8 +94,9 @@ class Monitor:
         )
         self.accounting = Accounting(self.telemetry)
         self.budget = Budget(config.api.requests_per_minute, clock=self.clock)
-        self.pacer = Pacer(now=self.clock.monotonic(), sent=self.budget.sent)
+        self.pacer = Pacer(sent=self.budget.sent)
         self.scheduler = Scheduler(config.polling)
+        self.scheduler.rate = self.budget.requests_per_second() * (1 - config.polling.reserve)
         self.outcome = Outcome()
         self.started_at = self.clock.time()
         self.stopping = anyio.Event()

@@ -132,9 +132,11 @@ class Pipeline:
         async with send:
             while not self.stopping.is_set():
                 if self.config().polling.policy != "fixed":
-                    held = self.pacer.dispatch_hold(
-                        budget_wait=self.budget.wait_time(), waiting=self.budget.waiting
-                    )
+                    # A poll of a run known to have news waits only for the budget; a routine
+                    # one for the pace as well.
+                    urgent = self.scheduler.hinted_backlog(self.clock.monotonic())
+                    wait = self.budget.wait_time() if urgent else self.budget.routine_wait()
+                    held = self.pacer.dispatch_hold(budget_wait=wait, waiting=self.budget.waiting)
                     if held > 0:
                         # Hand out a poll only when the budget can send it: the choice of which
                         # run to poll is made when the request can leave.

@@ -1,28 +1,27 @@
 """Which run to poll next, which endpoint to ask, and when. Pure: times are passed in.
 
 Every watched run has two *probes*: its messages (``GET .../messages`` from the cursor) and its
-status (``GET run``: status and pending human request). Each probe has its own news rate λ,
-estimated from what its polls found (an exponentially decayed count of news over a decayed
-exposure time, with a prior so that a new run starts curious). With a budget of B requests a
-second, the rate that minimises the mean detection delay over all probes is proportional to √λ
-(the square-root rule; mean delay (Σ√λᵢ)²/(2B·Σλᵢ)), so a probe's interval is
-``Σ√λ / (B·√λᵢ)``, clamped to the bounds its run's phase allows:
+status (``GET run``: status and pending human request), each with a news rate λ (news.py: its
+own decayed estimate, or pooled over its kind for pending and finished runs; a status change
+counts ``STATUS_WEIGHT`` messages). The budget's rate is shared by the square-root rule within
+the bounds each run's phase allows (news.water_level): an idle budget moves every probe toward
+``min_interval`` in order of expected news, a saturated one stretches the least promising first.
 
 ========== =============================== ======================================
 phase      messages                        status
 ========== =============================== ======================================
 active     [min_interval, max_interval]    [min_interval, max_interval]
-waiting    waiting_interval                waiting_interval (news is a human answer)
+waiting    [min_interval, waiting_interval] [min_interval, waiting_interval]
 ending     now, until drained + verified   —
-lingering  —                               linger_interval, for ``linger``
+lingering  —                               [min_interval, linger_interval], for ``linger``
 retired    —                               —
 ========== =============================== ======================================
 
 Hints move a probe to *now*: a status change asks for the messages (final drain), a lifecycle,
 human-request or user message asks for the status, a sweep that shows a different status or a
-newer ``updated_at`` asks for both, and so does a Duvo webhook. Each run gets a stable phase
-(from its id) so that polls spread evenly, errors back off per run with jitter, and a run is
-never polled twice at once. See docs/scheduling.md.
+newer ``updated_at`` asks for both, and so does a Duvo webhook. A new run's first look is due at
+once. Each run gets a stable phase (from its id) so that linger polls spread, errors back off
+per run with jitter, and a run is never polled twice at once. See docs/scheduling.md.
 """
 
 from __future__ import annotations
@@ -37,67 +36,25 @@ from typing import Literal
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import Checkpoint
 from duvo_monitor.models import RESUMABLE_STATUSES, TERMINAL_STATUSES
+from duvo_monitor.news import Demand, PooledRate, Rate, SweepTrust, share, water_level
 
 INF = math.inf
-HALF_LIFE = 120.0
-PRIOR_EVENTS = 1.0
-PRIOR_SECONDS = 20.0
+HINT_SPACING = 0.5
 MAX_BACKOFF = 120.0
 SWEEP_STATUS_FACTOR = 5.0
+# A status change (a run ending, waiting for a human, resuming, vanishing) is worth this many
+# messages in the share: it is what operators alert on, and it comes rarely, so without a weight
+# the square-root rule would leave it to the messages' leftovers.
+STATUS_WEIGHT = 4.0
+# Pooled priors (events, seconds) for the probes that rarely find news on their own: a pending run
+# starts within seconds; a finished run may be resumed from outside or deleted at any time.
+PENDING_PRIOR = (1.0, 10.0)
+LINGER_PRIOR = (1.0, 300.0)
+PENDING_STATUSES = frozenset({"pending"})
+
+Spec = tuple[float, float, float] | float  # (√λ weight, fastest, slowest interval) or fixed
 
 Phase = Literal["active", "waiting", "ending", "lingering", "retired"]
-
-
-@dataclass(slots=True)
-class Rate:
-    """News per second, exponentially forgetting (half-life ``HALF_LIFE``), with a prior."""
-
-    count: float = 0.0
-    span: float = 0.0
-    last: float | None = None
-
-    def observe(self, news: int, now: float) -> None:
-        if self.last is None:
-            self.last = now
-        dt = max(0.0, now - self.last)
-        decay = 0.5 ** (dt / HALF_LIFE)
-        self.count = self.count * decay + news
-        self.span = self.span * decay + dt
-        self.last = now
-
-    @property
-    def value(self) -> float:
-        return (self.count + PRIOR_EVENTS) / (self.span + PRIOR_SECONDS)
-
-
-HINT_SPACING = 0.5
-
-
-@dataclass(slots=True)
-class SweepTrust:
-    """Evidence that a run's ``updated_at`` moves with its messages, so a sweep that shows an
-    unchanged ``updated_at`` means "no new message". Every new message that already existed when
-    a sweep looked at its run is a sample: consistent if that sweep's ``updated_at`` was not
-    older than the message. Decayed counts, so a change in Duvo's behaviour is noticed."""
-
-    consistent: float = 0.0
-    inconsistent: float = 0.0
-
-    def observe(self, ok: bool) -> None:
-        self.consistent *= 0.995
-        self.inconsistent *= 0.995
-        if ok:
-            self.consistent += 1
-        else:
-            self.inconsistent += 1
-
-    @property
-    def samples(self) -> float:
-        return self.consistent + self.inconsistent
-
-    @property
-    def trusted(self) -> bool:
-        return self.samples >= 20 and self.consistent / self.samples >= 0.95
 
 
 def stable_phase(run_id: str) -> float:
@@ -134,6 +91,7 @@ class Track:
     last_msg_poll: float | None = None
     urgent: bool = False  # hinted: the next poll goes ahead of routine ones at the budget
     polls: int = 0
+    last_status_poll: float | None = None
 
     @property
     def phase(self) -> Phase:
@@ -168,13 +126,27 @@ class Scheduler:
         self._heap: list[tuple[float, int, str]] = []
         self._urgent: list[tuple[float, int, str]] = []
         self._counter = 0
-        self.rate = 1.0  # requests a second the probes may spend (set by the daemon)
+        self._rate = 1.0
         self.sweeping = False
         # Sweeps prove themselves: does updated_at move with every message? (see SweepTrust)
         self.trust = SweepTrust()
-        self._sum_sqrt = 1e-9
+        self.pending_news = PooledRate(*PENDING_PRIOR)
+        self.linger_news = PooledRate(*LINGER_PRIOR)
+        self._level = math.inf  # the share's water level (news.water_level); inf: room to spare
+        self._stale = True
         self._live = 0
         self._probes = 0  # requests one round of every live run costs (round_robin, fixed)
+
+    @property
+    def rate(self) -> float:
+        """Requests a second the scheduled probes may spend (set by the daemon's pacing)."""
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        if value != self._rate:
+            self._rate = value
+            self._stale = True
 
     # -- membership --------------------------------------------------------------------------
 
@@ -186,11 +158,12 @@ class Scheduler:
             return track
         track = Track(run_id=cp.run_id, cp=cp, source=source, phase_offset=stable_phase(cp.run_id))
         self.tracks[cp.run_id] = track
-        # First look soon, spread over a short window so a big watch list does not stampede.
-        spread = min(self.config.max_interval, max(1.0, len(self.tracks) / max(self.rate, 0.1)))
-        start = now + track.phase_offset * spread
-        track.status_due = start
-        track.msg_due = start
+        # The first look is due at once and counts as news (nothing is known of the run yet):
+        # it goes ahead of routine polls and does not wait for their pace, only for the budget;
+        # the runs added first are looked at first.
+        track.status_due = now
+        track.msg_due = now
+        track.urgent = True
         if cp.lost:
             track.retired = True
         else:
@@ -198,10 +171,6 @@ class Scheduler:
             # (the ticker recomputes once a second anyway).
             self._live += 1
             self._probes += 2
-            if track.phase == "active":
-                self._sum_sqrt += math.sqrt(track.msg_rate.value) + math.sqrt(
-                    track.status_rate.value
-                )
         self._push(track)
         return track
 
@@ -302,9 +271,7 @@ class Scheduler:
         ):
             # With trusted sweeps, the daemon paces the sweeps so that their hints fit.
             return now
-        share = min(
-            self.config.max_interval, max(self.config.min_interval, self._sqrt_rule(track.msg_rate))
-        )
+        share = self._interval(self._message_spec(track))
         return max(now, track.last_msg_poll + HINT_SPACING * share)
 
     def done(
@@ -324,7 +291,9 @@ class Scheduler:
         track.inflight = False
         track.polls += 1
         if plan.status:
+            self._pool(track, status_news, now)
             track.status_rate.observe(status_news, now)
+            track.last_status_poll = now
         if plan.messages:
             track.msg_rate.observe(message_news, now)
             track.last_msg_poll = now
@@ -352,7 +321,8 @@ class Scheduler:
             )
         if plan.messages:
             track.msg_due = now + self.message_interval(track)
-        if status_changed or more_messages or phase == "ending":
+        started = track.cp.status not in PENDING_STATUSES  # a pending run has no messages yet
+        if (status_changed and started) or more_messages or phase == "ending":
             track.msg_due = now
         if hint_status or track.pending_status:
             track.status_due = now
@@ -371,14 +341,22 @@ class Scheduler:
             track.linger_until = None
         self._push(track)
 
+    def _pool(self, track: Track, status_news: int, now: float) -> None:
+        """Fold a status poll of a pending or finished run into its kind's pooled news rate."""
+        if track.last_status_poll is None or track.cp.status is None:
+            return
+        exposure = now - track.last_status_poll
+        if track.cp.status in PENDING_STATUSES:
+            self.pending_news.observe(status_news, exposure, now)
+        elif track.phase == "lingering" and not self._status_swept(track):
+            self.linger_news.observe(status_news, exposure, now)
+
     def _linger_due(self, track: Track, now: float) -> float:
         """The next linger poll: at least half an interval away, then on the run's own phase
-        of ``linger_interval``. Runs that all ended at once (read when the daemon started) would
+        of its interval (``linger_interval`` when the budget is short, down to ``min_interval``
+        when it has room). Runs that all ended at once (read when the daemon started) would
         otherwise come back all at once, every interval."""
-        interval = self.config.linger_interval
-        if self._status_swept(track):
-            # Sweeps show a resumed run at once (status, updated_at): this poll is a safety net.
-            interval *= SWEEP_STATUS_FACTOR
+        interval = self.status_interval(track)
         offset = track.phase_offset * interval
         return math.ceil((now + interval / 2 - offset) / interval) * interval + offset
 
@@ -419,9 +397,12 @@ class Scheduler:
     # -- intervals ---------------------------------------------------------------------------
 
     def recompute(self) -> None:
-        """Refresh Σ√λ over the live probes (call about once a second)."""
-        total = 0.0
+        """Refresh the share over the live probes (call about once a second): the level at
+        which the probes' rates fill ``rate``, less what the fixed-interval probes take."""
+        demands: dict[tuple[float, float, float], int] = {}
+        fixed = 0.0
         live = probes = 0
+        adaptive = self.config.policy == "adaptive"
         for track in self.tracks.values():
             if track.retired:
                 continue
@@ -429,19 +410,78 @@ class Scheduler:
             phase = track.phase
             # The baselines ask a lingering run its status only, an ending one its messages.
             probes += 1 if phase in ("lingering", "ending") else 2
-            if phase == "active":
-                total += math.sqrt(track.msg_rate.value)
-                if not self._status_swept(track):
-                    total += math.sqrt(track.status_rate.value)
-        self._sum_sqrt = max(total, 1e-9)
+            if not adaptive:
+                continue
+            for spec in (self._message_spec(track), self._status_spec(track)):
+                if isinstance(spec, tuple):
+                    weight, fastest, slowest = spec
+                    key = (weight, 1.0 / slowest, 1.0 / fastest)
+                    demands[key] = demands.get(key, 0) + 1
+                elif 0 < spec < INF:
+                    fixed += 1.0 / spec
         self._live = live
         self._probes = probes
+        self._stale = False
+        if adaptive:
+            share_of = [Demand(w, slow, fast, n) for (w, slow, fast), n in demands.items()]
+            self._level = water_level(share_of, max(self._rate - fixed, 1e-6))
 
     def _status_swept(self, track: Track) -> bool:
         return self.sweeping and track.swept_at is not None
 
-    def _sqrt_rule(self, rate: Rate) -> float:
-        return self._sum_sqrt / (max(self.rate, 1e-6) * math.sqrt(rate.value))
+    def _trusted(self, track: Track) -> bool:
+        return self._status_swept(track) and self.trust.trusted
+
+    def _message_spec(self, track: Track) -> Spec:
+        c = self.config
+        phase = track.phase
+        if phase in ("lingering", "retired"):
+            return INF
+        if phase == "ending":
+            return 0.0
+        if phase == "waiting":
+            return (math.sqrt(track.msg_rate.value), c.min_interval, c.waiting_interval)
+        if self._trusted(track):
+            # Sweeps announce new messages (updated_at moves with them): scheduled message polls
+            # are only a safety net, and the budget they leave serves the sweeps' hints at once.
+            return c.max_interval
+        if track.cp.status in PENDING_STATUSES:
+            # No messages before it starts; the status poll that sees it start asks for them.
+            return c.max_interval
+        return (math.sqrt(track.msg_rate.value), c.min_interval, c.max_interval)
+
+    def _status_spec(self, track: Track) -> Spec:
+        c = self.config
+        phase = track.phase
+        swept = self._status_swept(track)
+        if phase in ("retired", "ending"):
+            return INF
+        if phase == "lingering":
+            if swept:
+                # Sweeps show a resumed run at once (status, updated_at): this is a safety net.
+                return c.linger_interval * SWEEP_STATUS_FACTOR
+            news = self.linger_news.value
+            return (math.sqrt(STATUS_WEIGHT * news), c.min_interval, c.linger_interval)
+        if phase == "waiting":
+            if swept:
+                return c.waiting_interval
+            news = track.status_rate.value
+            return (math.sqrt(STATUS_WEIGHT * news), c.min_interval, c.waiting_interval)
+        if swept:
+            # The sweep sees status changes for a fraction of a request; GET run is a safety net.
+            return c.max_interval * SWEEP_STATUS_FACTOR
+        news = track.status_rate.value
+        if track.cp.status in PENDING_STATUSES:
+            news = max(news, self.pending_news.value)
+        return (math.sqrt(STATUS_WEIGHT * news), c.min_interval, c.max_interval)
+
+    def _interval(self, spec: Spec) -> float:
+        if not isinstance(spec, tuple):
+            return spec
+        if self._stale:
+            self.recompute()
+        weight, fastest, slowest = spec
+        return 1.0 / share(self._level, weight, 1.0 / slowest, 1.0 / fastest)
 
     def message_interval(self, track: Track) -> float:
         c = self.config
@@ -449,22 +489,7 @@ class Scheduler:
             return c.fixed_interval
         if c.policy == "round_robin":
             return self._round_robin()
-        phase = track.phase
-        if phase == "waiting":
-            return c.waiting_interval
-        if phase == "lingering" or phase == "retired":
-            return INF
-        if phase == "ending":
-            return 0.0
-        if self._trusted(track):
-            # Sweeps announce new messages (updated_at moves with them): scheduled message polls
-            # are only a safety net, and the budget they leave serves the sweeps' hints at once.
-            return c.max_interval
-        interval = self._sqrt_rule(track.msg_rate)
-        return min(c.max_interval, max(c.min_interval, interval))
-
-    def _trusted(self, track: Track) -> bool:
-        return self._status_swept(track) and self.trust.trusted
+        return self._interval(self._message_spec(track))
 
     def status_interval(self, track: Track) -> float:
         c = self.config
@@ -472,17 +497,11 @@ class Scheduler:
             return c.fixed_interval
         if c.policy == "round_robin":
             return self._round_robin()
-        phase = track.phase
-        if phase == "waiting":
-            return c.waiting_interval
-        if phase == "lingering":
-            return c.linger_interval
-        if phase in ("retired", "ending"):
-            return INF
-        if self._status_swept(track):
-            # The sweep sees status changes for a fraction of a request; GET run is a safety net.
-            return c.max_interval * SWEEP_STATUS_FACTOR
-        return min(c.max_interval, max(c.min_interval, self._sqrt_rule(track.status_rate)))
+        return self._interval(self._status_spec(track))
+
+    def hinted_backlog(self, now: float) -> bool:
+        """Is a run known to have news still waiting for its poll?"""
+        return self._top(self._urgent) <= now
 
     def _round_robin(self) -> float:
         # Every live run, in turn, at the rate the budget allows: one round asks every live

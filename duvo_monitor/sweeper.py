@@ -77,17 +77,15 @@ class Sweeper:
             sweeping = self.sweep_wanted()
             self.scheduler.set_sweeping(sweeping, self.clock.monotonic())
             if not sweeping and discover is None:
-                await self.clock.sleep(TICK * 5)
+                await self.clock.sleep(TICK)
                 continue
-            polling = self.config().polling
-            interval = self.pacer.sweep_interval(
+            interval = self.pacer.sweep_gap(
                 sweeping=sweeping,
-                sweep_interval=polling.sweep_interval,
+                sweep_interval=self.config().polling.sweep_interval,
                 discover_interval=None if discover is None else discover.interval,
                 budget_rate=self.budget.requests_per_second(),
             )
             started = self.clock.monotonic()
-            hinted_before = self.budget.sent["hinted"]
             if sweeping:
                 gap = None if self._last_sweep is None else started - self._last_sweep
                 self._last_sweep = started
@@ -104,17 +102,15 @@ class Sweeper:
                 interval = self.pacer.sweep_retry(interval, failures)
             await self.clock.sleep(interval)
             if sweeping and not failures and self.scheduler.trust.trusted:
-                await self._pace_round(started, hinted_before, interval)
+                await self._drain_round(started, interval)
 
-    async def _pace_round(self, started: float, hinted_before: int, least: float) -> None:
-        """With trusted sweeps, wait until the pacer lets the next round start."""
+    async def _drain_round(self, started: float, gap: float) -> None:
+        """With trusted sweeps, wait until the pacer lets the next round start (the hinted
+        polls of this one have left; they are being sent meanwhile)."""
         while not self.stopping.is_set():
-            wait = self.pacer.next_round_in(
-                started=started,
-                least=least,
-                hinted=self.budget.sent["hinted"] - hinted_before,
-                budget_rate=self.budget.requests_per_second(),
-                now=self.clock.monotonic(),
+            now = self.clock.monotonic()
+            wait = self.pacer.round_wait(
+                started=started, gap=gap, now=now, hinted_backlog=self.scheduler.hinted_backlog(now)
             )
             if wait <= 0:
                 return

@@ -55,20 +55,24 @@ class Ticker:
     async def run(self) -> None:
         beat = 0
         while True:
-            self.scheduler.recompute()
-            self.accounting.requests_sent(
-                self.pacer.tally(self.budget.sent, self.clock.monotonic())
+            self.accounting.requests_sent(self.pacer.tally(self.budget.sent))
+            config = self.config()
+            discover = config.watch.discover
+            budget_rate = self.budget.requests_per_second()
+            sustained = self.pacer.sustained_rate(
+                budget_rate=budget_rate, reserve=config.polling.reserve
             )
-            polling = self.config().polling
-            snap = self.budget.snapshot()
+            self.budget.set_pace(sustained)
             self.scheduler.rate = self.pacer.probe_rate(
-                budget_rate=self.budget.requests_per_second(),
-                reserve=polling.reserve,
-                sweeping=self.scheduler.sweeping,
-                sweep_interval=polling.sweep_interval,
-                used=snap.used,
-                limit=snap.limit,
+                sustained=sustained,
+                listing=config.api.version == "v2"
+                and (self.scheduler.sweeping or discover is not None),
+                budget_rate=budget_rate,
+                sweep_interval=config.polling.sweep_interval,
+                discover_interval=None if discover is None else discover.interval,
             )
+            self.scheduler.recompute()
+            snap = self.budget.snapshot()
             self.telemetry.budget(snap.limit, snap.remaining, snap.used)
             self._check_ready()
             if beat % SLOW_BEATS == 0:

@@ -2,94 +2,66 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
-from duvo_monitor.pacer import DISPATCH_STEP, MAX_SWEEP_GAP, SWEEP_SHARE, TICK, Pacer
+from duvo_monitor.pacer import DISPATCH_STEP, MAX_SWEEP_GAP, ROUND_STEP, SWEEP_SHARE, TICK, Pacer
 
 
-def probe_rate(pacer: Pacer, *, used: int, sweeping: bool = False, limit: int = 300) -> float:
+def probe_rate(pacer: Pacer, *, listing: bool, discover: float | None = None) -> float:
     return pacer.probe_rate(
-        budget_rate=5.0, reserve=0.1, sweeping=sweeping, sweep_interval=5.0, used=used, limit=limit
+        sustained=4.5,
+        listing=listing,
+        budget_rate=5.0,
+        sweep_interval=1.0,
+        discover_interval=discover,
     )
 
 
-def test_probe_rate_is_the_budget_less_the_reserve() -> None:
-    """Without sweeps and with room in the window, the probes get the budget less the reserve."""
-    assert probe_rate(Pacer(now=0.0), used=0) == pytest.approx(4.5)
+def test_the_sustained_rate_is_the_budget_less_the_reserve() -> None:
+    """Routine requests may take the budget's rate less the reserve."""
+    assert Pacer.sustained_rate(budget_rate=5.0, reserve=0.1) == pytest.approx(4.5)
 
 
-def test_sweeps_take_their_pages_but_never_more_than_their_share() -> None:
-    """Sweeping takes pages / sweep_interval off the probe rate, capped at SWEEP_SHARE."""
-    pacer = Pacer(now=0.0)
-    pacer.swept(2)
-    assert probe_rate(pacer, used=0, sweeping=True) == pytest.approx(4.5 - 2 / 5.0)
-    pacer.swept(100)
-    assert probe_rate(pacer, used=0, sweeping=True) == pytest.approx(4.5 * (1 - SWEEP_SHARE))
-
-
-def test_a_full_window_backs_the_probes_off_and_room_brings_them_back() -> None:
-    """Over 97 % of the window used, the factor falls 5 % a tick (to 0.5 at most); under 80 %
-    it recovers to 1; in between it holds."""
-    pacer = Pacer(now=0.0)
-    first = probe_rate(pacer, used=295)
-    assert first == pytest.approx(4.5 * 0.95)
-    for _ in range(100):
-        probe_rate(pacer, used=300)
-    assert pacer.rate_factor == pytest.approx(0.5)
-    held = probe_rate(pacer, used=270)
-    assert held == pytest.approx(4.5 * 0.5)
-    for _ in range(100):
-        probe_rate(pacer, used=10)
-    assert pacer.rate_factor == 1.0
+def test_the_probes_get_the_sustained_rate_less_what_sweeps_steadily_cost() -> None:
+    """Without listing, the probes share the whole sustained rate; while the sweeper lists, its
+    pages per sweep gap come off, never more than SWEEP_SHARE."""
+    pacer = Pacer()
+    assert probe_rate(pacer, listing=False) == pytest.approx(4.5)
+    assert probe_rate(pacer, listing=True) == pytest.approx(4.5 - 1 / 1.0)
+    pacer.swept(10)  # 10 pages: the gap stretches to 8 s, the share caps the cost
+    assert probe_rate(pacer, listing=True) == pytest.approx(4.5 - min(4.5 * SWEEP_SHARE, 10 / 8))
 
 
 def test_probe_rate_never_reaches_zero() -> None:
     """Even a budget of nothing leaves the scheduler a positive rate to divide by."""
-    pacer = Pacer(now=0.0)
-    rate = pacer.probe_rate(
-        budget_rate=0.0, reserve=0.5, sweeping=True, sweep_interval=5.0, used=0, limit=0
+    rate = Pacer().probe_rate(
+        sustained=0.0, listing=True, budget_rate=1.0, sweep_interval=1.0, discover_interval=None
     )
     assert rate == 0.01
 
 
-def test_tally_gives_the_delta_and_smooths_the_rates_by_kind() -> None:
-    """The requests since the last tally, by kind; each kind's rate approaches its true rate."""
-    pacer = Pacer(now=0.0, sent={"sweep": 0, "hinted": 0, "routine": 0})
-    sent = {"sweep": 0, "hinted": 0, "routine": 0}
-    delta: dict[str, int] = {}
-    for second in range(1, 121):
-        sent = {
-            "sweep": sent["sweep"] + 1,
-            "hinted": sent["hinted"],
-            "routine": sent["routine"] + 3,
-        }
-        delta = pacer.tally(sent, float(second))
-    assert delta == {"sweep": 1, "hinted": 0, "routine": 3}
-    assert pacer.rates["routine"] == pytest.approx(3.0, rel=1e-3)
-    assert pacer.rates["sweep"] == pytest.approx(1.0, rel=1e-3)
-    assert pacer.rates["hinted"] == 0.0
+def test_tally_gives_the_requests_since_the_last_one_by_kind() -> None:
+    """The running counts in, the requests since the previous tally out."""
+    pacer = Pacer(sent={"sweep": 2, "hinted": 0, "routine": 5})
+    assert pacer.tally({"sweep": 3, "hinted": 4, "routine": 5}) == {
+        "sweep": 1,
+        "hinted": 4,
+        "routine": 0,
+    }
+    assert pacer.tally({"sweep": 3, "hinted": 4, "routine": 9})["routine"] == 4
 
 
-def test_a_tally_at_the_same_instant_moves_no_rate() -> None:
-    """No time passed: the delta is reported, the rates are not divided by zero."""
-    pacer = Pacer(now=5.0)
-    assert pacer.tally({"sweep": 0, "hinted": 2, "routine": 0}, 5.0)["hinted"] == 2
-    assert pacer.rates["hinted"] == 0.0
-
-
-def test_sweep_interval_floor_and_discovery() -> None:
-    """The sweep interval is never faster than SWEEP_SHARE of the budget pays for; discovery
-    alone runs at its own interval; with neither, never."""
-    pacer = Pacer(now=0.0)
-    kw = {"sweep_interval": 5.0, "budget_rate": 5.0}
-    assert pacer.sweep_interval(sweeping=True, discover_interval=None, **kw) == 5.0
-    pacer.swept(10)  # 10 pages at a quarter of 5/s: one pass per 8 s at most
-    assert pacer.sweep_interval(sweeping=True, discover_interval=None, **kw) == pytest.approx(8.0)
-    assert pacer.sweep_interval(sweeping=True, discover_interval=2.0, **kw) == 2.0
-    assert pacer.sweep_interval(sweeping=False, discover_interval=30.0, **kw) == 30.0
-    assert pacer.sweep_interval(sweeping=False, discover_interval=None, **kw) == math.inf
+def test_sweep_gap_floor_and_discovery() -> None:
+    """The sweep gap is sweep_interval unless SWEEP_SHARE of the budget cannot pay for the
+    pages; discovery alone lists at least every discover interval."""
+    pacer = Pacer()
+    kw = {"sweep_interval": 1.0, "budget_rate": 5.0}
+    assert pacer.sweep_gap(sweeping=True, discover_interval=None, **kw) == 1.0
+    assert pacer.sweep_gap(sweeping=True, discover_interval=30.0, **kw) == 1.0
+    pacer.swept(10)  # 10 pages at a quarter of 5/s: one sweep per 8 s at most
+    assert pacer.sweep_gap(sweeping=True, discover_interval=None, **kw) == pytest.approx(8.0)
+    assert pacer.sweep_gap(sweeping=False, discover_interval=2.0, **kw) == 2.0
+    assert pacer.sweep_gap(sweeping=False, discover_interval=30.0, **kw) == pytest.approx(8.0)
 
 
 def test_failed_sweeps_back_off_exponentially_up_to_two_minutes() -> None:
@@ -98,28 +70,17 @@ def test_failed_sweeps_back_off_exponentially_up_to_two_minutes() -> None:
     assert Pacer.sweep_retry(300.0, 1) == 300.0
 
 
-def test_a_trusted_round_waits_until_the_spare_budget_paid_for_it() -> None:
-    """Round cost (pages + hinted polls) over the spare budget (budget less routine spend, at
-    least SWEEP_SHARE of it) says when the next round starts, capped at MAX_SWEEP_GAP."""
-    pacer = Pacer(now=0.0)
-    pacer.swept(1)
-    # No routine spend: 1 page + 9 hinted polls at 5/s is 2 s.
-    assert pacer.round_budget(5.0) == 5.0
-    assert pacer.next_round_in(
-        started=100.0, least=1.0, hinted=9, budget_rate=5.0, now=100.5
-    ) == pytest.approx(1.5)
-    # Routine probes spending 4.5/s leave only the floor, a quarter of the budget.
-    for second in range(1, 200):
-        pacer.tally({"sweep": 0, "hinted": 0, "routine": int(4.5 * second)}, float(second))
-    assert pacer.round_budget(5.0) == pytest.approx(5.0 * SWEEP_SHARE)
-    assert pacer.next_round_in(
-        started=100.0, least=1.0, hinted=9, budget_rate=5.0, now=100.0
-    ) == pytest.approx(8.0)
-    # However busy, rounds are at most MAX_SWEEP_GAP (or the interval, if longer) apart.
-    assert pacer.next_round_in(
-        started=100.0, least=1.0, hinted=1000, budget_rate=5.0, now=100.0
-    ) == pytest.approx(MAX_SWEEP_GAP)
-    assert pacer.next_round_in(started=100.0, least=1.0, hinted=0, budget_rate=5.0, now=200.0) == 0
+def test_a_trusted_round_waits_for_its_hinted_polls_but_not_forever() -> None:
+    """The next sweep waits (in steps) while hinted polls of this round wait to leave; not at
+    all once they have; never past MAX_SWEEP_GAP (or the gap, if longer) after the round began."""
+    assert Pacer.round_wait(started=100.0, gap=1.0, now=101.0, hinted_backlog=True) == ROUND_STEP
+    assert Pacer.round_wait(started=100.0, gap=1.0, now=101.0, hinted_backlog=False) == 0.0
+    cap = 100.0 + MAX_SWEEP_GAP
+    assert Pacer.round_wait(
+        started=100.0, gap=1.0, now=cap - 0.05, hinted_backlog=True
+    ) == pytest.approx(0.05)
+    assert Pacer.round_wait(started=100.0, gap=1.0, now=cap, hinted_backlog=True) == 0.0
+    assert Pacer.round_wait(started=100.0, gap=30.0, now=cap, hinted_backlog=True) == ROUND_STEP
 
 
 def test_dispatch_hold() -> None:

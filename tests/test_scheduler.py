@@ -79,16 +79,22 @@ def test_total_probe_rate_matches_budget() -> None:
 
 
 def test_waiting_runs_slow_down() -> None:
-    """A waiting run is polled at waiting_interval."""
+    """A waiting run is polled at waiting_interval when the budget is short, and faster (never
+    slower) when it has room."""
     s = make(1, waiting_interval=30.0)
     track = s.tracks[ids(1)[0]]
     track.cp = replace(track.cp, status="waiting")
+    s.recompute()
+    assert s.status_interval(track) == 1.0  # 4 requests a second for one run: room to spare
+    s.rate = 1e-3
     assert s.status_interval(track) == 30.0
+    assert s.message_interval(track) == 30.0
 
 
 def test_terminal_drains_then_lingers_then_retires() -> None:
     """completed: drain now; verified: linger at linger_interval; after linger: retired."""
     s = make(1, linger=100.0, linger_interval=10.0)
+    s.rate = 1e-3  # a saturated budget: finished runs are looked at every linger_interval
     track = s.tracks[ids(1)[0]]
     track.cp = replace(track.cp, status="completed", verified=False)
     assert track.phase == "ending"
@@ -110,6 +116,7 @@ def test_runs_that_end_together_linger_apart() -> None:
     """Runs read at start that had all finished do not come back all at once every
     linger_interval: their linger polls spread over the interval by their stable phases."""
     s = make(200, linger=10_000.0, linger_interval=100.0)
+    s.rate = 1e-3
     for track in s.tracks.values():
         track.cp = replace(track.cp, status="completed", verified=True)
         finish(s, track.run_id, 1.0)
@@ -227,10 +234,11 @@ def test_trusted_sweep_hints_are_served_at_once() -> None:
 def test_hinted_runs_are_served_before_overdue_routine_polls() -> None:
     """Among due runs, the one known to have news goes first, however overdue the others."""
     s = make(3, min_interval=1.0, max_interval=1.0)
-    routine = [s.pop_due(10.0) for _ in range(3)]
+    routine = [s.pop_due(10.0) for _ in range(3)]  # the first looks
     assert all(t is not None for t in routine)
     for track in routine:
         assert track is not None
+        assert s.plan(track, 10.0).urgent  # a first look goes ahead of routine polls
         finish(s, track.run_id, 11.0)  # all due again at 12.0
     late = ids(3)[2]
     s.hint(late, 15.0, messages=True)  # at 15.0 all three are due, two of them since 12.0
@@ -246,6 +254,7 @@ def test_a_swept_lingering_run_is_checked_rarely() -> None:
     """A finished run that sweeps show (a resume would be seen there) keeps only a far
     safety-net status probe; when sweeps stop showing it, the linger interval comes back."""
     s = make(1, linger=100_000.0, linger_interval=10.0)
+    s.rate = 1e-3
     track = s.tracks[ids(1)[0]]
     trusted(s, [track.run_id])
     track.cp = replace(track.cp, status="completed", verified=True)
@@ -269,3 +278,59 @@ def test_a_failed_sweep_gives_runs_their_own_probes_back() -> None:
     assert track.swept_at is None
     assert track.msg_due < 30.0 and track.status_due < 30.0
     assert s.next_due() == min(track.msg_due, track.status_due)
+
+
+def test_an_idle_budget_is_spent_in_order_of_expected_news() -> None:
+    """With room to spare every probe runs at min_interval; as the budget shrinks, the finished
+    runs stretch toward linger_interval before the busy runs slow down, and the probes' rates
+    always add up to the budget they were given (never more)."""
+    s = make(4, min_interval=1.0, max_interval=60.0, linger_interval=300.0, linger=1e6)
+    busy, *finished = ids(4)
+    for k in range(1, 60):
+        finish(s, busy, k * 1.0, news=2)
+    for run_id in finished:
+        track = s.tracks[run_id]
+        track.cp = replace(track.cp, status="completed", verified=True)
+        finish(s, run_id, 60.0)
+
+    def rates() -> tuple[float, float, float]:
+        s.recompute()
+        b = s.tracks[busy]
+        f = s.tracks[finished[0]]
+        total = 1 / s.message_interval(b) + 1 / s.status_interval(b)
+        total += sum(1 / s.status_interval(s.tracks[r]) for r in finished)
+        return 1 / s.message_interval(b), 1 / s.status_interval(f), total
+
+    s.rate = 100.0
+    busy_rate, finished_rate, total = rates()
+    assert busy_rate == 1.0 and finished_rate == 1.0 and total <= 100.0
+    s.rate = 2.5  # the busy run's messages at full speed, the rest shared
+    busy_rate, finished_rate, total = rates()
+    assert busy_rate == 1.0 and finished_rate < 0.5
+    assert math.isclose(total, 2.5, rel_tol=1e-6)
+    s.rate = 0.05  # saturated: finished runs at linger_interval, the busy run still polled
+    busy_rate, finished_rate, _ = rates()
+    assert math.isclose(finished_rate, 1 / 300.0) and busy_rate > 5 * finished_rate
+
+
+def test_the_first_look_is_due_at_once_in_the_order_runs_were_added() -> None:
+    """10,000 runs added at start are all due at once, oldest first, ahead of routine polls."""
+    s = Scheduler(PollingConfig(), rng=random.Random(1))
+    many = [f"{i:08x}-0000-4000-8000-000000000001" for i in range(10_000)]
+    for run_id in many:
+        s.add(Checkpoint(run_id=run_id), 5.0)
+    assert s.next_due() == 5.0
+    popped = [s.pop_due(5.0) for _ in range(3)]
+    assert [t.run_id for t in popped if t is not None] == many[:3]
+
+
+def test_a_pending_run_is_asked_its_status_not_its_messages() -> None:
+    """A pending run's next status is likely news: its status probe is shared more of the
+    budget than a running run's, and its message probe waits for the start (a safety net)."""
+    s = make(2, min_interval=0.1, max_interval=60.0)
+    pending, running = ids(2)
+    s.tracks[pending].cp = replace(s.tracks[pending].cp, status="pending")
+    s.rate = 0.5
+    s.recompute()
+    assert s.message_interval(s.tracks[pending]) == 60.0
+    assert s.status_interval(s.tracks[pending]) < s.status_interval(s.tracks[running])
