@@ -31,7 +31,7 @@ import httpx
 
 from duvo_monitor.clock import Clock
 from duvo_monitor.credentials import Secret
-from duvo_monitor.events import SOURCE, SPECVERSION, Event, event_id
+from duvo_monitor.events import SOURCE, SPECVERSION, Change, Event, event_id
 from duvo_monitor.models import Message
 from duvo_monitor.sinks.base import NullObserver
 from duvo_monitor.sinks.config import FileConfig, WebhookConfig
@@ -71,7 +71,7 @@ def normalize(n: int, raw: dict[str, Any]) -> dict[str, Any]:
 
 def build_orjson(n: int, raw: dict[str, Any]) -> Event:
     return Event.build(
-        kind="message",
+        kind=Change.MESSAGE_CREATED,
         key=raw["id"],
         type="ai.duvo.message.created",
         run_id=RUN_ID,
@@ -171,7 +171,7 @@ async def webhook_cost(port: int, batch_size: int) -> tuple[float, float]:
     runs = [f"{RUN_ID[:-2]}{r:02d}" for r in range(8)]
     events = [
         Event.build(
-            kind="message",
+            kind=Change.MESSAGE_CREATED,
             key=raw["id"],
             type="ai.duvo.message.created",
             run_id=runs[n % len(runs)],

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from duvo_monitor.api import Observation
-from duvo_monitor.events import TYPE_PREFIX, Event
+from duvo_monitor.events import Change, Event
 from duvo_monitor.metrics import Telemetry
 from duvo_monitor.models import TERMINAL_STATUSES, parse_time
 
@@ -33,7 +33,8 @@ class Accounting:
         data = event.data
         lag = 0.0 if event.change_time is None else max(0.0, now - event.change_time)
         t.event_emitted(event.type, lag)
-        if event.type == f"{TYPE_PREFIX}message.created":
+        change = event.change
+        if change is Change.MESSAGE_CREATED:
             message = data["message"]
             t.message(message["role"], message["type"])
             result = message.get("tool_result")
@@ -43,15 +44,11 @@ class Accounting:
                     "error" if result.get("error") else "ok",
                     result.get("duration_seconds"),
                 )
-        elif event.type == f"{TYPE_PREFIX}human_request.opened":
+        elif change is Change.REQUEST_OPENED:
             t.human_request_opened(event.subject, parse_time(data["request"].get("created_at")))
-        elif event.type == f"{TYPE_PREFIX}human_request.resolved":
+        elif change is Change.REQUEST_RESOLVED:
             t.human_request_resolved(event.subject, data.get("waited_seconds"))
-        elif (
-            event.type.startswith(f"{TYPE_PREFIX}run.")
-            and "to" in data
-            and data["to"] in TERMINAL_STATUSES
-        ):
+        elif change is Change.STATUS and data["to"] in TERMINAL_STATUSES:
             t.run_finished(data.get("agent_id"), data["to"], data.get("duration_seconds"))
 
     def observe(self, observation: Observation) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from duvo_monitor.events import TYPE_PREFIX, Event, status_type
+from duvo_monitor.events import TYPE_PREFIX, Change, Event, status_type
 from duvo_monitor.models import (
     TERMINAL_STATUSES,
     HumanRequest,
@@ -186,7 +186,7 @@ def diff_status(
         seq = cp.status_seq + 1
         events.append(
             Event.build(
-                kind="lost",
+                kind=Change.LOST,
                 key=str(seq),
                 type=f"{TYPE_PREFIX}run.lost",
                 run_id=cp.run_id,
@@ -239,7 +239,7 @@ def diff_status(
             data["duration_seconds"] = _duration(run)
         events.append(
             Event.build(
-                kind="status",
+                kind=Change.STATUS,
                 key=str(seq),
                 type=status_type(run.status),
                 run_id=run.id,
@@ -292,7 +292,7 @@ def _duration(run: Run) -> float | None:
 def _opened(cp: Checkpoint, request: HumanRequest, seen_at: float) -> Event:
     when = parse_time(request.created_at) or seen_at
     return Event.build(
-        kind="human_request.opened",
+        kind=Change.REQUEST_OPENED,
         key=request.id,
         type=f"{TYPE_PREFIX}human_request.opened",
         run_id=cp.run_id,
@@ -307,7 +307,7 @@ def _resolved(cp: Checkpoint, pending: PendingRequest, seen_at: float) -> Event:
     opened = parse_time(pending.created_at)
     waited = None if opened is None else round(max(0.0, seen_at - opened), 3)
     return Event.build(
-        kind="human_request.resolved",
+        kind=Change.REQUEST_RESOLVED,
         key=pending.id,
         type=f"{TYPE_PREFIX}human_request.resolved",
         run_id=cp.run_id,
@@ -381,7 +381,7 @@ class _Walk:
         when = parse_time(message.timestamp)
         self.events.append(
             Event.build(
-                kind="message",
+                kind=Change.MESSAGE_CREATED,
                 key=message.id,
                 type=f"{TYPE_PREFIX}message.created",
                 run_id=self.cp.run_id,
@@ -396,7 +396,7 @@ class _Walk:
         self.seen.append((message.id, digest))
         self.events.append(
             Event.build(
-                kind="message.updated",
+                kind=Change.MESSAGE_UPDATED,
                 key=f"{message.id}:{digest}",
                 type=f"{TYPE_PREFIX}message.updated",
                 run_id=self.cp.run_id,

@@ -9,7 +9,10 @@ it was seen, so the same change gets the same id across polls, resyncs and resta
 * ``ai.duvo.message.updated``     key: message id + digest of the new content
 * ``ai.duvo.human_request.*``     key: the human request id
 
-Each event is encoded once (orjson) and the same bytes go to every sink. Pure.
+Each event carries its :class:`Change`, the typed kind of what happened, so that consumers (the
+metrics, the sweep-trust weighing) never switch on a type string; the kind is also the id's
+namespace, so ids stay what they always were. Each event is encoded once (orjson) and the same
+bytes go to every sink. Pure.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -27,6 +31,17 @@ SOURCE = "duvo-monitor"
 TYPE_PREFIX = "ai.duvo."
 _NAMESPACE = uuid.UUID("6f1c5b8e-6a55-4d0e-9a0b-6d75766f6d6e")
 _STATUS_TOKEN = re.compile(r"[^a-z0-9_]+")
+
+
+class Change(Enum):
+    """What an event says happened; the value is the kind that namespaces the event's id."""
+
+    STATUS = "status"
+    LOST = "lost"
+    MESSAGE_CREATED = "message"
+    MESSAGE_UPDATED = "message.updated"
+    REQUEST_OPENED = "human_request.opened"
+    REQUEST_RESOLVED = "human_request.resolved"
 
 
 def event_id(run_id: str, kind: str, key: str) -> str:
@@ -51,12 +66,14 @@ class Event:
     agent_id: str | None
     change_time: float | None
     line: bytes
+    change: Change | None = None
+    """None for an event read back from its line (redelivered after a crash)."""
 
     @classmethod
     def build(
         cls,
         *,
-        kind: str,
+        kind: Change,
         key: str,
         type: str,
         run_id: str,
@@ -65,7 +82,7 @@ class Event:
         change_time: float | None,
         data: Mapping[str, Any],
     ) -> Event:
-        eid = event_id(run_id, kind, key)
+        eid = event_id(run_id, kind.value, key)
         envelope = {
             "specversion": SPECVERSION,
             "id": eid,
@@ -86,6 +103,7 @@ class Event:
             agent_id=agent_id,
             change_time=change_time,
             line=line,
+            change=kind,
         )
 
     @classmethod

@@ -27,7 +27,7 @@ from duvo_monitor.accounting import Accounting
 from duvo_monitor.api import Gate
 from duvo_monitor.context import Context
 from duvo_monitor.errors import Forbidden, SinkError, Unauthorized
-from duvo_monitor.events import TYPE_PREFIX, Event
+from duvo_monitor.events import Change, Event
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.pacer import TICK
 from duvo_monitor.poller import Poller, PollResult
@@ -210,7 +210,7 @@ class Pipeline:
         if track.swept_time is None:
             return
         for event in result.events:
-            if event.type != f"{TYPE_PREFIX}message.created" or event.change_time is None:
+            if event.change is not Change.MESSAGE_CREATED or event.change_time is None:
                 continue
             if event.change_time < track.swept_time - 1.0:
                 shown = track.swept_updated

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from duvo_monitor.events import Event
+from duvo_monitor.events import Change, Event
 from duvo_monitor.httpserver import Request, Response
 from duvo_monitor.sinks.base import SinkState
 from duvo_monitor.sinks.config import StdoutConfig
@@ -33,7 +33,7 @@ def make_event(
     size: int = 0,
 ) -> Event:
     return Event.build(
-        kind="test",
+        kind=Change.MESSAGE_CREATED,
         key=f"{run}-{n}",
         type=type,
         run_id=run,

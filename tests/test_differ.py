@@ -13,6 +13,7 @@ from duvo_monitor.differ import (
     page_request,
     start_final_verify,
 )
+from duvo_monitor.events import Change, event_id
 from duvo_monitor.models import Message, MessagePage, RunSnapshot
 
 RUN = "11111111-1111-4111-8111-111111111111"
@@ -316,3 +317,40 @@ def test_lost_run_that_comes_back_is_followed_again() -> None:
     assert [e.type for e in back.events] == ["ai.duvo.run.completed"]
     assert back.events[0].data["from"] == "running"
     assert not back.checkpoint.lost
+
+
+def test_every_event_carries_its_typed_change_and_the_id_it_always_had() -> None:
+    """Status, request and message events name what happened as a ``Change`` (consumers never
+    read the type string), and their ids are the ones earlier versions wrote (state files and
+    sinks downstream depend on them)."""
+    pending = {
+        "id": REQ,
+        "title": "Approve?",
+        "description": None,
+        "created_at": "2026-01-01T00:00:10.000Z",
+        "type": "approval",
+    }
+    first = diff_status(Checkpoint(run_id=RUN), snap("waiting", pending), seen_at=1e9)
+    assert [e.change for e in first.events] == [Change.STATUS, Change.REQUEST_OPENED]
+    again = diff_status(first.checkpoint, snap("running"), seen_at=1e9)
+    assert [e.change for e in again.events] == [Change.REQUEST_RESOLVED, Change.STATUS]
+    messages = diff_messages(
+        Checkpoint(run_id=RUN),
+        page([msg(0)], 1, 0),
+        offset=0,
+        first_page=True,
+        known={},
+        seen_at=1.0,
+        tail_window=5,
+        page_size=50,
+    )
+    assert [e.change for e in messages.events] == [Change.MESSAGE_CREATED]
+    assert first.events[0].id == event_id(RUN, "status", "1")
+    assert first.events[1].id == event_id(RUN, "human_request.opened", REQ)
+    assert again.events[0].id == event_id(RUN, "human_request.resolved", REQ)
+    assert again.events[1].id == event_id(RUN, "status", "2")
+    assert messages.events[0].id == event_id(RUN, "message", msg(0).id)
+    # The namespace and the id layout, pinned to values written by earlier versions.
+    assert event_id("r1", "message", "m1") == "11b52b92-4641-51b8-8654-da0b38b63004"
+    assert event_id("r1", "status", "1") == "1c228eb2-da3d-5fbf-b50b-3389d85c242f"
+    assert event_id("r1", "human_request.opened", "q1") == "0f8e9168-c0c6-5ba9-9911-3027a329af16"

@@ -90,10 +90,10 @@ async def test_unreadable_checkpoint_starts_that_run_afresh(tmp_path: Path) -> N
 @pytest.mark.anyio
 async def test_outbox_survives_a_crash_and_commit_clears_it(tmp_path: Path) -> None:
     """Staged events outlive the process until their checkpoint is committed."""
-    from duvo_monitor.events import Event
+    from duvo_monitor.events import Change, Event
 
     event = Event.build(
-        kind="message",
+        kind=Change.MESSAGE_CREATED,
         key="m1",
         type="ai.duvo.message.created",
         run_id=RUN,
