@@ -20,112 +20,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from duvo_monitor.errors import MalformedResponse
+from duvo_monitor.reader import JsonReader, Report
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "stopped", "interrupted"})
 RESUMABLE_STATUSES = frozenset({"waiting", "completed", "interrupted"})
 KNOWN_STATUSES = frozenset({"pending", "starting", "running", "waiting"}) | TERMINAL_STATUSES
 
 
-class _Reader:
-    """Reads one JSON object, naming ``where`` and ``endpoint`` in every complaint."""
+def refuse(endpoint: str) -> Report:
+    """The report of an answer from ``endpoint``: refused whole at its first problem."""
 
-    __slots__ = ("data", "endpoint", "where")
+    def report(path: str, message: str) -> None:
+        raise MalformedResponse(message, endpoint=endpoint, field=path or None)
 
-    def __init__(self, data: object, where: str, endpoint: str) -> None:
-        if not isinstance(data, dict):
-            raise MalformedResponse(
-                f"{where or 'body'} is {_kind(data)}, expected an object",
-                endpoint=endpoint,
-                field=where or None,
-            )
-        self.data: dict[str, Any] = data
-        self.where = where
-        self.endpoint = endpoint
-
-    def _path(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
-
-    def _fail(self, name: str, what: str) -> MalformedResponse:
-        return MalformedResponse(
-            f"field {self._path(name)} {what}", endpoint=self.endpoint, field=self._path(name)
-        )
-
-    def _get(self, name: str, required: bool) -> Any:
-        if name not in self.data:
-            if required:
-                raise self._fail(name, "is missing")
-            return None
-        return self.data[name]
-
-    def text(self, name: str) -> str:
-        value = self._get(name, True)
-        if not isinstance(value, str):
-            raise self._fail(name, f"is {_kind(value)}, expected a string")
-        return value
-
-    def nullable_text(self, name: str, *, required: bool = True) -> str | None:
-        value = self._get(name, required)
-        if value is not None and not isinstance(value, str):
-            raise self._fail(name, f"is {_kind(value)}, expected a string or null")
-        return value
-
-    def opt_text(self, name: str) -> str | None:
-        return self.nullable_text(name, required=False)
-
-    def flag(self, name: str, *, required: bool = True) -> bool | None:
-        value = self._get(name, required)
-        if value is None and required:
-            raise self._fail(name, "is null, expected a boolean")
-        if value is not None and not isinstance(value, bool):
-            raise self._fail(name, f"is {_kind(value)}, expected a boolean")
-        return value
-
-    def number(self, name: str, *, required: bool = True) -> float | None:
-        value = self._get(name, required)
-        if value is None and required:
-            raise self._fail(name, "is null, expected a number")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise self._fail(name, f"is {_kind(value)}, expected a number")
-        return value
-
-    def whole(self, name: str) -> int:
-        value = self.number(name)
-        assert value is not None
-        if value != int(value):
-            raise self._fail(name, f"is {value}, expected a whole number")
-        return int(value)
-
-    def obj(self, name: str, *, required: bool = True, nullable: bool = False) -> _Reader | None:
-        value = self._get(name, required)
-        if value is None:
-            if name in self.data and not nullable:
-                raise self._fail(name, "is null, expected an object")
-            return None
-        return _Reader(value, self._path(name), self.endpoint)
-
-    def array(self, name: str, *, required: bool = True) -> list[Any]:
-        value = self._get(name, required)
-        if value is None and not required:
-            return []
-        if not isinstance(value, list):
-            raise self._fail(name, f"is {_kind(value)}, expected an array")
-        return value
-
-    def extra(self, known: frozenset[str]) -> Mapping[str, Any]:
-        return {k: v for k, v in self.data.items() if k not in known}
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    return {
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)
+    return report
 
 
 def parse_time(text: str | None) -> float | None:
@@ -186,7 +94,7 @@ class Run:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str, where: str = "run") -> Run:
-        r = _Reader(data, where, endpoint)
+        r = JsonReader.of(data, where, refuse(endpoint))
         hitl = r.flag("human_in_the_loop_enabled")
         assert hitl is not None
         return cls(
@@ -235,10 +143,10 @@ class Question:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str, where: str) -> Question:
-        r = _Reader(data, where, endpoint)
+        r = JsonReader.of(data, where, refuse(endpoint))
         options = []
         for i, raw in enumerate(r.array("options", required=False)):
-            o = _Reader(raw, f"{where}.options[{i}]", endpoint)
+            o = JsonReader.of(raw, f"{where}.options[{i}]", r.report)
             options.append(
                 QuestionOption(label=o.text("label"), description=o.opt_text("description"))
             )
@@ -273,7 +181,7 @@ class HumanRequest:
     def from_api(
         cls, data: object, *, endpoint: str, where: str = "pending_human_request"
     ) -> HumanRequest:
-        r = _Reader(data, where, endpoint)
+        r = JsonReader.of(data, where, refuse(endpoint))
         return cls(
             id=r.text("id"),
             title=r.text("title"),
@@ -306,11 +214,9 @@ class RunSnapshot:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str) -> RunSnapshot:
-        r = _Reader(data, "", endpoint)
-        if "run" not in r.data:
-            raise MalformedResponse("field run is missing", endpoint=endpoint, field="run")
-        run = r.data["run"]
-        pending = r.data.get("pending_human_request")
+        r = JsonReader.of(data, "", refuse(endpoint))
+        run = r.field("run")
+        pending = r.field("pending_human_request", required=False)
         return cls(
             run=None if run is None else Run.from_api(run, endpoint=endpoint),
             pending_human_request=(
@@ -357,13 +263,13 @@ class Message:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str, where: str = "message") -> Message:
-        r = _Reader(data, where, endpoint)
+        r = JsonReader.of(data, where, refuse(endpoint))
         call = r.obj("tool_call", required=False)
         result = r.obj("tool_result", required=False)
         arguments = None
-        if call is not None and call.data.get("arguments") is not None:
+        if call is not None and call.raw.get("arguments") is not None:
             args = call.obj("arguments")
-            arguments = args.data if args is not None else None
+            arguments = args.raw if args is not None else None
         return cls(
             id=r.text("id"),
             type=r.text("type"),
@@ -380,7 +286,7 @@ class Message:
                 if result is None
                 else ToolResult(
                     tool_call_id=result.text("tool_call_id"),
-                    result=result.data.get("result"),
+                    result=result.raw.get("result"),
                     error=result.opt_text("error"),
                 )
             ),
@@ -408,7 +314,7 @@ class MessagePage:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str) -> MessagePage:
-        r = _Reader(data, "", endpoint)
+        r = JsonReader.of(data, "", refuse(endpoint))
         return cls(
             messages=tuple(
                 Message.from_api(m, endpoint=endpoint, where=f"messages[{i}]")
@@ -434,7 +340,7 @@ class HumanRequestRecord:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str) -> HumanRequestRecord:
-        body = _Reader(data, "", endpoint)
+        body = JsonReader.of(data, "", refuse(endpoint))
         r = body.obj("human_request")
         assert r is not None
         return cls(
@@ -472,7 +378,7 @@ class StopResult:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str) -> StopResult:
-        r = _Reader(data, "", endpoint)
+        r = JsonReader.of(data, "", refuse(endpoint))
         success = r.flag("success")
         assert success is not None
         return cls(success=success, message=r.opt_text("message"))
@@ -486,7 +392,7 @@ class Team:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str, where: str) -> Team:
-        r = _Reader(data, where, endpoint)
+        r = JsonReader.of(data, where, refuse(endpoint))
         return cls(
             id=r.text("id"), name=r.text("name"), organization_id=r.nullable_text("organization_id")
         )
@@ -513,13 +419,12 @@ class RunSummary:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str, where: str) -> RunSummary:
-        r = _Reader(data, where, endpoint)
+        r = JsonReader.of(data, where, refuse(endpoint))
         for name in ("user_id", "case_queue_item_id", "case_queue_id", "case_queue_name"):
             r.nullable_text(name)
         for name in ("case_title", "postponed_to"):
             r.nullable_text(name)
         run_number = r.number("run_number")
-        assert run_number is not None
         return cls(
             id=r.text("id"),
             status=r.text("status"),
@@ -545,7 +450,7 @@ class RunList:
 
     @classmethod
     def from_api(cls, data: object, *, endpoint: str) -> RunList:
-        r = _Reader(data, "", endpoint)
+        r = JsonReader.of(data, "", refuse(endpoint))
         return cls(
             data=tuple(
                 RunSummary.from_api(item, endpoint=endpoint, where=f"data[{i}]")
