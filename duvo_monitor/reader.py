@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Self, TypeVar
 
+from duvo_monitor.errors import MalformedResponse
+
 T = TypeVar("T")
 
 Report = Callable[[str, str], None]
@@ -68,6 +70,15 @@ def _refusal(exc: TypeError | ValueError, what: str | None) -> str:
     if what is not None and (not message or not isinstance(exc, ValueError)):
         return what
     return message
+
+
+def refuse(endpoint: str) -> Report:
+    """The report of an answer from ``endpoint``: refused whole at its first problem."""
+
+    def report(path: str, message: str) -> None:
+        raise MalformedResponse(message, endpoint=endpoint, field=path or None)
+
+    return report
 
 
 class Reader:
