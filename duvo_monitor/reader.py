@@ -171,7 +171,7 @@ class JsonReader(Reader):
     """One object of an API answer: ``null`` and absent differ; problems read ``field <path> …``.
 
     Each method returns the field or, once the report has returned (a collecting report), an
-    empty fallback (``""``, ``None``, ``0``, ``[]``).
+    empty fallback (``""``, ``None``, ``False``, ``0``, ``[]``).
     """
 
     __slots__ = ()
@@ -218,12 +218,17 @@ class JsonReader(Reader):
     def opt_text(self, name: str) -> str | None:
         return self.nullable_text(name, required=False)
 
-    def flag(self, name: str, *, required: bool = True) -> bool | None:
+    def flag(self, name: str) -> bool:
         value = self.raw.get(name, _MISSING)
         if isinstance(value, bool):
             return value
-        if not required and (value is None or value is _MISSING):
-            return None
+        self.fail(name, value, "a boolean")
+        return False
+
+    def opt_flag(self, name: str) -> bool | None:
+        value = self.raw.get(name)
+        if value is None or isinstance(value, bool):
+            return value
         self.fail(name, value, "a boolean")
         return None
 

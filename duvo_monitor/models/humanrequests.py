@@ -37,7 +37,7 @@ class Question:
             question=r.text("question"),
             header=r.opt_text("header"),
             options=tuple(options),
-            multi_select=r.flag("multi_select", required=False),
+            multi_select=r.opt_flag("multi_select"),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,7 +42,6 @@ class Run:
     def from_api(cls, data: object, *, endpoint: str, where: str = "run") -> Run:
         r = JsonReader.of(data, where, refuse(endpoint))
         hitl = r.flag("human_in_the_loop_enabled")
-        assert hitl is not None
         return cls(
             id=r.text("id"),
             agent_id=r.text("agent_id"),
@@ -164,9 +163,7 @@ class StopResult:
     @classmethod
     def from_api(cls, data: object, *, endpoint: str) -> StopResult:
         r = JsonReader.of(data, "", refuse(endpoint))
-        success = r.flag("success")
-        assert success is not None
-        return cls(success=success, message=r.opt_text("message"))
+        return cls(success=r.flag("success"), message=r.opt_text("message"))
 
 
 # The fields a run's ``extra`` leaves out: the ones the dataclass has.
