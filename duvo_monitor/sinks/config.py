@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import urllib.parse
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from duvo_monitor.api import is_uuid
 from duvo_monitor.errors import ConfigProblem
 from duvo_monitor.reader import Reader
 from duvo_monitor.units import parse_duration, parse_size
@@ -171,11 +171,11 @@ def _string_list(reader: Reader, key: str, item: Callable[[Any], str] = _string)
 
 
 def _agent(value: Any) -> str:
+    # The uuid check of the whole config (canonical form only): a sink filter of another spelling
+    # ("{...}", no hyphens) would never match an event's agent id.
     text = _string(value)
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        raise ValueError(f"not a uuid: {text!r}") from None
+    if not is_uuid(text):
+        raise ValueError(f"not a uuid: {text!r}")
     return text.lower()
 
 
