@@ -4,7 +4,8 @@
 listing *all* problems (unknown keys, wrong types, bad uuids, bad durations), so ``check-config``
 and a refused SIGHUP reload can show them at once. Nothing else in the package reads YAML or the
 environment for settings: the daemon gets this tree. Sink sections are parsed by
-:mod:`duvo_monitor.sinks.config`, which owns their keys.
+:mod:`duvo_monitor.sinks.config`, which owns their keys. Both read through
+:class:`duvo_monitor.reader.Reader` with a report that collects.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ read the same way: a :class:`Reader` stands at one path (``api``, ``sinks[1]``,
 
 * the config collects the problems, so that ``check-config`` and a refused reload show all of
   them at once, and carries on with each field's default;
-* the models raise on the first one (:class:`~duvo_monitor.errors.MalformedResponse`): an answer
+* the models raise on the first one (:func:`refuse`: a
+  :class:`~duvo_monitor.errors.MalformedResponse` naming the field and the endpoint): an answer
   that cannot be decoded is refused whole, and the fallbacks below are never reached.
 
 Two vocabularies, because the two sources differ. Config fields treat ``null`` as absent and go

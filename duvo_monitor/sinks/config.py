@@ -2,9 +2,11 @@
 
 :func:`parse_sinks` never stops at the first mistake: it returns the configs it could build and
 one :class:`~duvo_monitor.errors.ConfigProblem` per problem, each with its YAML path
-(``sinks[1].url: required for type webhook``). Defaults are the module constants below and are
-documented in ``docs/sinks.md``. Paths that depend on the state directory (spool, dead letters)
-stay ``None`` here and are resolved by :func:`duvo_monitor.sinks.build_sinks`. Pure.
+(``sinks[1].url: required for type webhook``), collected through
+:class:`duvo_monitor.reader.Reader`. A sink's keys are its config dataclass's fields. Defaults are
+the module constants below and are documented in ``docs/sinks.md``. Paths that depend on the state
+directory (spool, dead letters) stay ``None`` here and are resolved by
+:func:`duvo_monitor.sinks.build_sinks`. Pure.
 """
 
 from __future__ import annotations
