@@ -4,25 +4,25 @@
 listing *all* problems (unknown keys, wrong types, bad uuids, bad durations), so ``check-config``
 and a refused SIGHUP reload can show them at once. Nothing else in the package reads YAML or the
 environment for settings: the daemon gets this tree. Sink sections are parsed by
-:mod:`duvo_monitor.sinks.config`, which owns their keys.
+:mod:`duvo_monitor.sinks.config`, which owns their keys. Both read through
+:class:`duvo_monitor.reader.Reader` with a report that collects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 
 from duvo_monitor.api import is_uuid
 from duvo_monitor.errors import ConfigError, ConfigProblem
 from duvo_monitor.httpserver import parse_listen
+from duvo_monitor.reader import Reader, type_name
 from duvo_monitor.sinks.config import SinkConfig, parse_sinks
 from duvo_monitor.units import parse_duration
-
-T = TypeVar("T")
 
 DEFAULT_BASE_URL = "https://api.duvo.ai"
 DEFAULT_KEY_ENV = "DUVO_API_KEY"
@@ -119,55 +119,9 @@ class Config:
         return Path(self.state.path).resolve().parent
 
 
-class _Section:
-    """Reads one mapping, collecting problems with their YAML paths instead of raising."""
-
-    def __init__(self, raw: object, path: str, problems: list[ConfigProblem]) -> None:
-        self.path = path
-        self.problems = problems
-        self.seen: set[str] = set()
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            self.problem("", f"expected a mapping, got {_kind(raw)}")
-            raw = {}
-        self.raw: Mapping[str, Any] = raw
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(ConfigProblem(self.at(key) if key else self.path, message))
-
-    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
-        self.seen.add(key)
-        if key not in self.raw or self.raw[key] is None:
-            return default
-        try:
-            return convert(self.raw[key])
-        except (ValueError, TypeError) as exc:
-            self.problem(key, str(exc))
-            return default
-
-    def section(self, key: str) -> _Section | None:
-        self.seen.add(key)
-        if key not in self.raw or self.raw[key] is None:
-            return None
-        return _Section(self.raw[key], self.at(key), self.problems)
-
-    def finish(self) -> None:
-        for key in self.raw:
-            if key not in self.seen:
-                self.problem(str(key), "unknown key")
-
-
-def _kind(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _string(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a non-empty string, got {_kind(value)} {value!r}")
+        raise ValueError(f"expected a non-empty string, got {type_name(value)} {value!r}")
     return value.strip()
 
 
@@ -217,26 +171,13 @@ def _url(value: object) -> str:
     return text.rstrip("/")
 
 
-def _list(section: _Section, key: str, item: Callable[[Any], T]) -> tuple[T, ...]:
-    section.seen.add(key)
-    raw = section.raw.get(key)
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        section.problem(key, f"expected a list, got {_kind(raw)}")
-        return ()
-    out: list[T] = []
-    for i, value in enumerate(raw):
-        try:
-            out.append(item(value))
-        except (ValueError, TypeError) as exc:
-            section.problems.append(ConfigProblem(f"{section.at(key)}[{i}]", str(exc)))
-    return tuple(out)
-
-
 def parse_config(raw: object, *, source: str = "config") -> Config:
     problems: list[ConfigProblem] = []
-    root = _Section(raw, "", problems)
+
+    def report(path: str, message: str) -> None:
+        problems.append(ConfigProblem(path, message))
+
+    root = Reader.of(raw, "", report)
 
     api = ApiConfig()
     if (s := root.section("api")) is not None:
@@ -256,9 +197,9 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         discover = None
         if (d := s.section("discover")) is not None:
             discover = DiscoverConfig(
-                agents=_list(d, "agents", _uuid),
-                sources=_list(d, "sources", _string),
-                statuses=_list(d, "statuses", _string),
+                agents=d.items("agents", _uuid),
+                sources=d.items("sources", _string),
+                statuses=d.items("statuses", _string),
                 since=d.get("since", 3600.0, parse_duration),
                 interval=d.get("interval", 30.0, parse_duration),
             )
@@ -266,7 +207,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
             if api.version != "v2":
                 d.problem("", "discovery needs api.version v2 (v1 has no list-runs endpoint)")
         watch = WatchConfig(
-            runs=_list(s, "runs", _uuid),
+            runs=s.items("runs", _uuid),
             runs_file=s.get("runs_file", None, _string),
             discover=discover,
         )
@@ -277,9 +218,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
         state = StateConfig(path=s.get("path", state.path, _string))
         s.finish()
 
-    root.seen.add("sinks")
-    sinks_raw = root.raw.get("sinks")
-    sink_configs, sink_problems = parse_sinks(sinks_raw, "sinks")
+    sink_configs, sink_problems = parse_sinks(root.value("sinks"), "sinks")
     problems.extend(sink_problems)
 
     metrics = MetricsConfig()

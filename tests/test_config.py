@@ -154,3 +154,25 @@ def test_example_config_is_valid_and_complete() -> None:
         if f"{f.name}:" not in text
     ]
     assert not missing
+
+
+def test_problems_keep_their_wording() -> None:
+    """Each kind of problem reads as check-config has always printed it, in the file's order."""
+    assert problems(
+        {
+            "api": [],
+            "watch": {"runs": "x", "discover": {"agents": [RUN, 3], "since": "-"}},
+            "state": {"path": ""},
+            "polling": {"workers": 0, "sweep": "x"},
+            "oops": 1,
+        }
+    ) == [
+        "api: expected a mapping, got list",
+        "watch.discover.agents[1]: not a uuid: 3",
+        "watch.discover.since: not a duration (use 250ms, 10s, 2m, 1h or seconds): '-'",
+        "watch.runs: expected a list, got str",
+        "state.path: expected a non-empty string, got str ''",
+        "polling.sweep: expected one of auto, on, off, got 'x'",
+        "polling.workers: expected a whole number >= 1, got 0",
+        "oops: unknown key",
+    ]

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from duvo_monitor import models
 from duvo_monitor.clock import Clock
 from duvo_monitor.httpserver import Bound
 from duvo_monitor.metrics import (
@@ -84,10 +85,12 @@ def test_finished_statuses_exist_at_zero_for_configured_agents(registry: Collect
 def test_finished_statuses_exist_at_zero_from_start_without_agent_label(
     registry: CollectorRegistry,
 ) -> None:
-    """With the agent label off, the four terminal statuses exist at 0 before anything happens."""
+    """With the agent label off, the four terminal statuses exist at 0 before anything happens:
+    exactly the statuses the models call terminal, each once."""
     Telemetry(registry, agent_label=False, process_metrics=False)
-    labels = series(registry, "duvo_runs_finished_total")
-    assert sorted(labels, key=str) == sorted(({"status": s} for s in TERMINAL_STATUSES), key=str)
+    labels = [s["status"] for s in series(registry, "duvo_runs_finished_total")]
+    assert sorted(labels) == sorted(models.TERMINAL_STATUSES)
+    assert set(labels) == {"completed", "failed", "stopped", "interrupted"}
 
 
 def test_run_finished_counts_and_observes_duration(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import pytest
 
@@ -139,3 +140,32 @@ def test_build_refuses_a_secret_that_is_not_base64() -> None:
     with pytest.raises(ConfigError) as caught:
         build_sinks(configs, state_dir="/tmp", environ={"S": "whsec_!!!not*base64"}, clock=Clock())
     assert "not*base64" not in str(caught.value)
+
+
+def test_a_bad_agent_is_named_by_its_own_index() -> None:
+    """Each entry of ``agents`` is checked where it stands, so a problem names its own index;
+    only the canonical uuid form is one (another spelling would never match an event)."""
+    hexed = "5f0c1b9e00004000800000000000001a"
+    agents = ["", "nope", 3, "5F0C1B9E-0000-4000-8000-000000000001", hexed]
+    configs, problems = parse_sinks([{"type": "stdout", "agents": agents, "types": "x"}])
+    assert [str(p) for p in problems] == [
+        "sinks[0].agents[0]: must be a non-empty string",
+        "sinks[0].agents[1]: not a uuid: 'nope'",
+        "sinks[0].agents[2]: must be a non-empty string",
+        f"sinks[0].agents[4]: not a uuid: {hexed!r}",
+        "sinks[0].types: must be a list of strings",
+    ]
+    assert configs[0].agents == {"5f0c1b9e-0000-4000-8000-000000000001"}
+
+
+@pytest.mark.parametrize(
+    ("sink_type", "config"),
+    [("stdout", StdoutConfig), ("file", FileConfig), ("webhook", WebhookConfig)],
+)
+def test_the_keys_of_a_sink_are_its_config_fields(sink_type: str, config: type) -> None:
+    """Every field of a sink's config is a key of its section, and nothing else is."""
+    raw: dict[str, object] = {f.name: None for f in dataclasses.fields(config)}
+    raw["type"] = sink_type
+    raw.update({k: v for k, v in (("path", "p"), ("url", "https://h/")) if k in raw})
+    raw["colour"] = "blue"
+    assert problems_of([raw]) == ["sinks[0].colour: unknown key"]

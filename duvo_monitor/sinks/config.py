@@ -2,21 +2,25 @@
 
 :func:`parse_sinks` never stops at the first mistake: it returns the configs it could build and
 one :class:`~duvo_monitor.errors.ConfigProblem` per problem, each with its YAML path
-(``sinks[1].url: required for type webhook``). Defaults are the module constants below and are
-documented in ``docs/sinks.md``. Paths that depend on the state directory (spool, dead letters)
-stay ``None`` here and are resolved by :func:`duvo_monitor.sinks.build_sinks`. Pure.
+(``sinks[1].url: required for type webhook``), collected through
+:class:`duvo_monitor.reader.Reader`. A sink's keys are its config dataclass's fields. Defaults are
+the module constants below and are documented in ``docs/sinks.md``. Paths that depend on the state
+directory (spool, dead letters) stay ``None`` here and are resolved by
+:func:`duvo_monitor.sinks.build_sinks`. Pure.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.parse
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
+from duvo_monitor.api import is_uuid
 from duvo_monitor.errors import ConfigProblem
+from duvo_monitor.reader import Reader
 from duvo_monitor.units import parse_duration, parse_size
 
 OnFull = Literal["block", "drop_oldest"]
@@ -89,60 +93,27 @@ class WebhookConfig(SinkConfig):
     concurrency: int = DEFAULT_CONCURRENCY
 
 
-_COMMON = frozenset({"type", "name", "types", "agents", "buffer", "on_full"})
-_KEYS: dict[str, frozenset[str]] = {
-    "stdout": _COMMON | {"flush"},
-    "file": _COMMON | {"path", "fsync", "reopen_check"},
-    "webhook": _COMMON
-    | {
-        "url",
-        "batch_size",
-        "batch_max_wait",
-        "timeout",
-        "secret_env",
-        "secret_file",
-        "headers",
-        "spool_path",
-        "spool_max",
-        "retry_horizon",
-        "max_backoff",
-        "dead_letter_path",
-        "concurrency",
-    },
+def _keys(config: type[SinkConfig]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(config))
+
+
+# A sink's keys are its config's fields: a field added there is a key here.
+_KEYS = {
+    "stdout": _keys(StdoutConfig),
+    "file": _keys(FileConfig),
+    "webhook": _keys(WebhookConfig),
 }
-_T = TypeVar("_T")
 
 
-class _Reader:
-    """Reads one sink mapping, collecting problems instead of raising."""
-
-    def __init__(self, raw: Mapping[str, Any], path: str, problems: list[ConfigProblem]) -> None:
-        self.raw = raw
-        self.path = path
-        self.problems = problems
-
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(ConfigProblem(f"{self.path}.{key}" if key else self.path, message))
-
-    def get(self, key: str, default: _T, convert: Callable[[Any], _T], what: str) -> _T:
-        if key not in self.raw or self.raw[key] is None:
-            return default
-        try:
-            return convert(self.raw[key])
-        except (TypeError, ValueError) as exc:
-            detail = str(exc) if isinstance(exc, ValueError) and str(exc) else what
-            self.problem(key, detail)
-            return default
-
-    def required_str(self, key: str, sink_type: str) -> str:
-        value = self.raw.get(key)
-        if value is None or value == "":
-            self.problem(key, f"required for type {sink_type}")
-            return ""
-        if not isinstance(value, str):
-            self.problem(key, "must be a string")
-            return ""
-        return value
+def _required_str(reader: Reader, key: str, sink_type: str) -> str:
+    value = reader.value(key)
+    if value is None or value == "":
+        reader.problem(key, f"required for type {sink_type}")
+        return ""
+    if not isinstance(value, str):
+        reader.problem(key, "must be a string")
+        return ""
+    return value
 
 
 def _string(value: Any) -> str:
@@ -160,10 +131,6 @@ def _positive_int(limit: int) -> Callable[[Any], int]:
         return value
 
     return convert
-
-
-def _duration(value: Any) -> float:
-    return parse_duration(value)
 
 
 def _positive_duration(value: Any) -> float:
@@ -199,37 +166,32 @@ def _fsync(value: Any) -> Literal["batch", "never"] | float:
         raise ValueError("must be batch, never or a duration like 200ms") from None
 
 
-def _string_list(reader: _Reader, key: str) -> tuple[str, ...]:
-    value = reader.raw.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        reader.problem(key, "must be a list of strings")
-        return ()
-    items: list[str] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            reader.problem(f"{key}[{index}]", "must be a non-empty string")
-        else:
-            items.append(item)
-    return tuple(items)
+def _string_list(reader: Reader, key: str, item: Callable[[Any], str] = _string) -> tuple[str, ...]:
+    return reader.items(
+        key, item, what="must be a non-empty string", not_list="must be a list of strings"
+    )
 
 
-def _common(reader: _Reader, sink_type: str, default_name: str) -> dict[str, Any]:
+def _agent(value: Any) -> str:
+    # The uuid check of the whole config (canonical form only): a sink filter of another spelling
+    # ("{...}", no hyphens) would never match an event's agent id.
+    text = _string(value)
+    if not is_uuid(text):
+        raise ValueError(f"not a uuid: {text!r}")
+    return text.lower()
+
+
+def _common(reader: Reader, sink_type: str, default_name: str) -> dict[str, Any]:
     name = reader.get("name", default_name, _string, "must be a non-empty string")
     if not _NAME.match(name):
         reader.problem("name", "use letters, digits, '.', '_' and '-' (at most 64)")
-    agents = _string_list(reader, "agents")
-    for index, agent in enumerate(agents):
-        try:
-            uuid.UUID(agent)
-        except ValueError:
-            reader.problem(f"agents[{index}]", f"not a uuid: {agent!r}")
+    # Each agent is checked where it stands, so that a problem names its own index.
+    agents = _string_list(reader, "agents", _agent)
     return {
         "type": sink_type,
         "name": name,
         "types": _string_list(reader, "types"),
-        "agents": frozenset(a.lower() for a in agents),
+        "agents": frozenset(agents),
         "buffer": reader.get(
             "buffer", DEFAULT_BUFFER, _positive_int(10_000_000), "must be an integer"
         ),
@@ -237,16 +199,16 @@ def _common(reader: _Reader, sink_type: str, default_name: str) -> dict[str, Any
     }
 
 
-def _stdout(reader: _Reader, common: dict[str, Any]) -> StdoutConfig:
-    if reader.raw.get("flush", "batch") != "batch":
+def _stdout(reader: Reader, common: dict[str, Any]) -> StdoutConfig:
+    if reader.value("flush") not in (None, "batch"):
         reader.problem("flush", "must be batch")
     return StdoutConfig(**common)
 
 
-def _file(reader: _Reader, common: dict[str, Any]) -> FileConfig:
+def _file(reader: Reader, common: dict[str, Any]) -> FileConfig:
     return FileConfig(
         **common,
-        path=reader.required_str("path", "file"),
+        path=_required_str(reader, "path", "file"),
         fsync=reader.get("fsync", "batch", _fsync, "must be batch, never or a duration"),
         reopen_check=reader.get(
             "reopen_check", DEFAULT_REOPEN_CHECK, _positive_duration, "must be a duration"
@@ -254,8 +216,8 @@ def _file(reader: _Reader, common: dict[str, Any]) -> FileConfig:
     )
 
 
-def _url(reader: _Reader) -> str:
-    url = reader.required_str("url", "webhook")
+def _url(reader: Reader) -> str:
+    url = _required_str(reader, "url", "webhook")
     if url:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -263,7 +225,7 @@ def _url(reader: _Reader) -> str:
     return url
 
 
-def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
+def _headers(reader: Reader) -> tuple[tuple[str, str], ...]:
     value = reader.raw.get("headers")
     if value is None:
         return ()
@@ -283,7 +245,7 @@ def _headers(reader: _Reader) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(headers))
 
 
-def _webhook(reader: _Reader, common: dict[str, Any]) -> WebhookConfig:
+def _webhook(reader: Reader, common: dict[str, Any]) -> WebhookConfig:
     secret_env = reader.get("secret_env", None, _string, "must be a non-empty string")
     secret_file = reader.get("secret_file", None, _string, "must be a non-empty string")
     if secret_env and secret_file:
@@ -295,7 +257,7 @@ def _webhook(reader: _Reader, common: dict[str, Any]) -> WebhookConfig:
             "batch_size", DEFAULT_BATCH_SIZE, _positive_int(MAX_BATCH_SIZE), "must be an integer"
         ),
         batch_max_wait=reader.get(
-            "batch_max_wait", DEFAULT_BATCH_MAX_WAIT, _duration, "must be a duration"
+            "batch_max_wait", DEFAULT_BATCH_MAX_WAIT, parse_duration, "must be a duration"
         ),
         timeout=reader.get("timeout", DEFAULT_TIMEOUT, _positive_duration, "must be a duration"),
         secret_env=secret_env,
@@ -318,7 +280,7 @@ def _webhook(reader: _Reader, common: dict[str, Any]) -> WebhookConfig:
     )
 
 
-_BUILDERS: dict[str, Callable[[_Reader, dict[str, Any]], SinkConfig]] = {
+_BUILDERS: dict[str, Callable[[Reader, dict[str, Any]], SinkConfig]] = {
     "stdout": _stdout,
     "file": _file,
     "webhook": _webhook,
@@ -333,6 +295,10 @@ def parse_sinks(raw: object, path: str = "sinks") -> tuple[list[SinkConfig], lis
     rename the ones before it.
     """
     problems: list[ConfigProblem] = []
+
+    def report(path: str, message: str) -> None:
+        problems.append(ConfigProblem(path, message))
+
     if raw is None:
         return [StdoutConfig(type="stdout", name="stdout")], problems
     if not isinstance(raw, list):
@@ -345,7 +311,7 @@ def parse_sinks(raw: object, path: str = "sinks") -> tuple[list[SinkConfig], lis
         if not isinstance(item, Mapping):
             problems.append(ConfigProblem(item_path, "must be a mapping with a type"))
             continue
-        reader = _Reader(item, item_path, problems)
+        reader = Reader(item, item_path, report)
         sink_type = item.get("type")
         if sink_type is None:
             reader.problem("type", "required (stdout, file or webhook)")
@@ -353,9 +319,7 @@ def parse_sinks(raw: object, path: str = "sinks") -> tuple[list[SinkConfig], lis
         if sink_type not in _BUILDERS:
             reader.problem("type", f"unknown sink type {sink_type!r} (stdout, file or webhook)")
             continue
-        for key in item:
-            if key not in _KEYS[sink_type]:
-                reader.problem(str(key), "unknown key")
+        reader.finish(_KEYS[sink_type])
         count = seen_types[sink_type] = seen_types.get(sink_type, 0) + 1
         default_name = sink_type if count == 1 else f"{sink_type}-{count}"
         config = _BUILDERS[sink_type](reader, _common(reader, sink_type, default_name))
