@@ -16,10 +16,11 @@ requests count against the limit and are logged with the status sent (0 for a dr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import urllib.parse
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -43,7 +44,7 @@ from duvo_monitor.simulator.model import (
     WebhookDelivery,
     WebhookEvent,
 )
-from duvo_monitor.simulator.ratelimit import DEFAULT_LIMIT, RateLimiter
+from duvo_monitor.simulator.ratelimit import DEFAULT_LIMIT, WINDOW, RateLimiter
 from duvo_monitor.simulator.scenario import LIST_STATUSES, Scenario
 from duvo_monitor.simulator.world import Conflict, NotFound, World
 
@@ -63,6 +64,8 @@ class Simulator:
         *,
         clock: Clock | None = None,
         rate_limit: int | None = DEFAULT_LIMIT,
+        rate_limits: Mapping[str, int] | None = None,
+        rate_window: float = WINDOW,
         api_keys: Collection[str] = (DEFAULT_API_KEY,),
         faults: Faults | Sequence[Faults] | None = None,
         webhook_client: httpx.AsyncClient | None = None,
@@ -79,7 +82,9 @@ class Simulator:
             raise ValueError(f"list_stopped_as must be one of {', '.join(LIST_STATUSES)}")
         self.api = Api(self.world, scenario, list_stopped_as=stopped_as)
         self.api_keys = frozenset(api_keys)
-        self.limiter = RateLimiter(limit=rate_limit)
+        self.limiter = RateLimiter(
+            limit=rate_limit, window=rate_window, limits=dict(rate_limits or {})
+        )
         if faults is None:
             self.faults = scenario.faults
         else:
@@ -173,15 +178,15 @@ class Simulator:
         headers = decision.headers()
         if not decision.allowed:
             answer = error(429, "rate_limited", "rate limit exceeded; retry after the reset")
-            return self._finish(request, now, key_ok, self._encode(answer, headers))
+            return self._finish(request, now, token, self._encode(answer, headers))
         roll = faultlib.roll(self.faults, now - self.started_at, self._rng)
         if roll.wire is not None:
-            return self._finish(request, now, key_ok, self._wire_fault(roll.wire, headers))
+            return self._finish(request, now, token, self._wire_fault(roll.wire, headers))
         if "slow" in roll:
             await self.clock.sleep(roll.slow_delay)
         answer = self._answer(request, self.clock.time(), token, key_ok, roll)
         await self._after_change()
-        return self._finish(request, now, key_ok, self._encode(answer, headers, roll))
+        return self._finish(request, now, token, self._encode(answer, headers, roll))
 
     def _answer(
         self, request: Request, now: float, token: str | None, key_ok: bool, roll: Roll
@@ -243,7 +248,9 @@ class Simulator:
             response.body = faultlib.malform(body, self._rng)
         return response
 
-    def _finish(self, request: Request, now: float, key_ok: bool, response: Response) -> Response:
+    def _finish(
+        self, request: Request, now: float, token: str | None, response: Response
+    ) -> Response:
         self.requests.append(
             RequestLogEntry(
                 time=now,
@@ -251,7 +258,8 @@ class Simulator:
                 path=request.path,
                 query=urllib.parse.urlsplit(request.target).query,
                 status=0 if response.drop else response.status,
-                api_key_ok=key_ok,
+                api_key_ok=token is not None and token in self.api_keys,
+                key_id="" if token is None else key_id(token),
             )
         )
         return response
@@ -343,6 +351,11 @@ class Simulator:
             return httpx.Response(response.status, headers=response.headers, content=response.body)
 
         return httpx.MockTransport(handler)
+
+
+def key_id(key: str) -> str:
+    """How the request log names a key: a short digest, so that the log never holds a key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _bearer(header: str | None) -> str | None:
