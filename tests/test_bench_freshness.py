@@ -91,8 +91,9 @@ def test_a_transient_status_is_not_a_miss_and_latency_is_in_report_seconds() -> 
     score = freshness(truth, emitted, [], contest(end=40.0, scale=4.0))
     assert score.missed == 0  # waiting lasted 6 s of the world = 1.5 report seconds
     assert score.message_latency == [1.0]
-    # each running event is matched to the change it saw: 2 s after either, 0.5 report seconds
-    assert score.status_latency == [0.5, 0.5]
+    # the first running lasted 1 report second (transient, not scored); the event at 12 is
+    # matched to the change it saw, the running at 10, not to the first one
+    assert score.status_latency == [0.5]
 
 
 def test_utilization_counts_the_seconds_news_waited() -> None:
