@@ -58,3 +58,18 @@ async def test_a_window_of_several_simulated_minutes() -> None:
         reset: httpx.Response = await client.get("/v2/teams")
     assert statuses == [200, 200, 429]
     assert reset.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_rate_headers_in_the_clients_clock() -> None:
+    """With ``client_clock`` (a client on the real clock, the world four times faster) the
+    reset and retry-after come in the client's time, not the world's."""
+    clock = manual_clock(T0 // 240 * 240 + 200, speed=4.0)
+    client = manual_clock(5000.0)
+    sim = Simulator(scenario(), clock=clock, rate_limit=1, rate_window=240.0, client_clock=client)
+    async with serving(sim) as http:
+        await http.get("/v2/teams")
+        refused = await http.get("/v2/teams")
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "10"  # 40 world seconds left in the window
+    assert refused.headers["x-ratelimit-reset"] == "5010"

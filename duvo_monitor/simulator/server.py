@@ -16,8 +16,10 @@ requests count against the limit and are logged with the status sent (0 for a dr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import random
 import urllib.parse
 from collections.abc import Collection, Mapping, Sequence
@@ -44,7 +46,7 @@ from duvo_monitor.simulator.model import (
     WebhookDelivery,
     WebhookEvent,
 )
-from duvo_monitor.simulator.ratelimit import DEFAULT_LIMIT, WINDOW, RateLimiter
+from duvo_monitor.simulator.ratelimit import DEFAULT_LIMIT, WINDOW, Decision, RateLimiter
 from duvo_monitor.simulator.scenario import LIST_STATUSES, Scenario
 from duvo_monitor.simulator.world import Conflict, NotFound, World
 
@@ -67,6 +69,7 @@ class Simulator:
         rate_limits: Mapping[str, int] | None = None,
         rate_window: float = WINDOW,
         api_keys: Collection[str] = (DEFAULT_API_KEY,),
+        client_clock: Clock | None = None,
         faults: Faults | Sequence[Faults] | None = None,
         webhook_client: httpx.AsyncClient | None = None,
         seed: int | None = None,
@@ -82,6 +85,10 @@ class Simulator:
             raise ValueError(f"list_stopped_as must be one of {', '.join(LIST_STATUSES)}")
         self.api = Api(self.world, scenario, list_stopped_as=stopped_as)
         self.api_keys = frozenset(api_keys)
+        # The clock the clients read the rate-limit headers with, when it is not the world's: a
+        # client on the real clock while the world's time is compressed gets x-ratelimit-reset
+        # and retry-after in its own time, as a real server's headers would be.
+        self.client_clock = client_clock
         self.limiter = RateLimiter(
             limit=rate_limit, window=rate_window, limits=dict(rate_limits or {})
         )
@@ -175,7 +182,7 @@ class Simulator:
         token = _bearer(request.headers.get("authorization"))
         key_ok = token is not None and token in self.api_keys
         decision = self.limiter.hit(token if token is not None else f"anon:{request.client}", now)
-        headers = decision.headers()
+        headers = self._for_client(decision, now).headers()
         if not decision.allowed:
             answer = error(429, "rate_limited", "rate limit exceeded; retry after the reset")
             return self._finish(request, now, token, self._encode(answer, headers))
@@ -187,6 +194,16 @@ class Simulator:
         answer = self._answer(request, self.clock.time(), token, key_ok, roll)
         await self._after_change()
         return self._finish(request, now, token, self._encode(answer, headers, roll))
+
+    def _for_client(self, decision: Decision, now: float) -> Decision:
+        if self.client_clock is None:
+            return decision
+        ratio = self.clock.speed / self.client_clock.speed  # world seconds per client second
+        return dataclasses.replace(
+            decision,
+            reset=math.ceil(self.client_clock.time() + (decision.reset - now) / ratio),
+            retry_after=max(1, math.ceil(decision.retry_after / ratio)),
+        )
 
     def _answer(
         self, request: Request, now: float, token: str | None, key_ok: bool, roll: Roll
