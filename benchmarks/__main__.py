@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bench_catchup, bench_freshness, bench_memory
+from benchmarks import bench_catchup, bench_freshness, bench_memory, worlds
 from benchmarks.runner import save
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, Callable[[Sequence[str]], int]] = {
     "memory": bench_memory.main,
     "catchup": bench_catchup.main,
     "pipeline": pipeline,
+    "worlds": worlds.main,
 }
 
 

@@ -280,7 +280,7 @@ def generate_world(name: str, *, seed: int, quick: bool = False) -> GeneratedWor
 def reference_world(seed: int, quick: bool) -> GeneratedWorld:
     """100 runs, about 10 active at once, 300 requests a minute: 80 finished before the start,
     20 live ones that begin ``warmup`` seconds in (after the first look at the finished ones)."""
-    duration, warmup = (120.0, 15.0) if quick else (200.0, 20.0)
+    duration, warmup = (90.0, 10.0) if quick else (160.0, 15.0)
     base = generate_scenario(
         seed=seed, runs=100, active=20, duration=duration, message_rate=0.5, human_request_rate=0.3
     )
