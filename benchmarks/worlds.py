@@ -68,7 +68,7 @@ LABELS = {
 }
 KEYS = {name: f"bench-{name}-key" for name in CONTENDERS}
 CONTROL_TOKEN = "bench-control-token"
-GRACE = 10.0  # wall seconds after the world's last step
+GRACE = 15.0  # wall seconds after the world's last step
 STEP = 0.05  # wall seconds between looks for newly created runs
 SPEED = 4.0
 SEEDS = (1, 2, 3)
@@ -341,7 +341,8 @@ def plays(
 async def measure(todo: Sequence[Play], *, quick: bool, speed: float) -> list[dict[str, Any]]:
     results = []
     for i, p in enumerate(todo, 1):
-        world = generate_world(p.world, seed=p.seed, quick=quick)
+        scale = speed if p.mode == "wall" else 1.0
+        world = generate_world(p.world, seed=p.seed, quick=quick, scale=scale)
         with tempfile.TemporaryDirectory(prefix=f"bench-worlds-{p.world}-") as tmp:
             outcome = await play(world, p.version, p.mode, speed, Path(tmp))
         results.append(

@@ -268,19 +268,29 @@ class GeneratedWorld:
     duration: float
 
 
-def generate_world(name: str, *, seed: int, quick: bool = False) -> GeneratedWorld:
-    """One world of the family by name (:data:`WORLDS`); ``quick`` gives a shorter one."""
+def generate_world(
+    name: str, *, seed: int, quick: bool = False, scale: float = 1.0
+) -> GeneratedWorld:
+    """One world of the family by name (:data:`WORLDS`); ``quick`` gives a shorter one.
+
+    ``scale``: simulated seconds per second of the clients' clock (``speed`` for clients on the
+    real clock while the world's time is compressed). The reference world's warm-up, which lets
+    the first look at its 80 finished runs end before the live traffic starts, is a span of the
+    clients' time, so it lasts ``scale`` times longer in the world's.
+    """
     try:
         make = WORLDS[name]
     except KeyError:
         raise ScenarioError("", f"unknown world {name!r} (known: {', '.join(WORLDS)})") from None
-    return make(seed, quick)
+    return make(seed, quick, scale)
 
 
-def reference_world(seed: int, quick: bool) -> GeneratedWorld:
+def reference_world(seed: int, quick: bool, scale: float = 1.0) -> GeneratedWorld:
     """100 runs, about 10 active at once, 300 requests a minute: 80 finished before the start,
-    20 live ones that begin ``warmup`` seconds in (after the first look at the finished ones)."""
-    duration, warmup = (90.0, 10.0) if quick else (160.0, 15.0)
+    20 live ones that begin ``warmup`` seconds in: 40 s of the clients' time, after the first
+    look at the finished ones (160 requests at 5 a second, 32 s)."""
+    duration = 80.0 if quick else 120.0
+    warmup = 40.0 * scale
     base = generate_scenario(
         seed=seed, runs=100, active=20, duration=duration, message_rate=0.5, human_request_rate=0.3
     )
@@ -299,7 +309,7 @@ def reference_world(seed: int, quick: bool) -> GeneratedWorld:
     )
 
 
-def wakeup_world(seed: int, quick: bool) -> GeneratedWorld:
+def wakeup_world(seed: int, quick: bool, scale: float = 1.0) -> GeneratedWorld:
     """50 runs, 600 a minute: 30% finished before the start, the rest ``pending`` at the start and
     starting at random within ~20 s, then ~10 s of bursty messages each; some pause for a human
     request that is answered from outside a few seconds later."""
@@ -333,7 +343,7 @@ def wakeup_world(seed: int, quick: bool) -> GeneratedWorld:
     )
 
 
-def resume_world(seed: int, quick: bool) -> GeneratedWorld:
+def resume_world(seed: int, quick: bool, scale: float = 1.0) -> GeneratedWorld:
     """20 runs, 600 a minute: 12 finished before the start, of which some are resumed by a
     message posted from outside (as from Duvo's web UI) and some deleted, during the run; 8 live
     runs, each asking a person, who answers from outside a few seconds later."""
@@ -375,7 +385,7 @@ def resume_world(seed: int, quick: bool) -> GeneratedWorld:
     )
 
 
-def discovery_world(seed: int, quick: bool) -> GeneratedWorld:
+def discovery_world(seed: int, quick: bool, scale: float = 1.0) -> GeneratedWorld:
     """v2, 300 a minute: 30 runs finished before the start, and runs created during the run (one
     every few seconds, a short life each), which the daemon must discover by listing."""
     rng = random.Random(seed)
@@ -405,10 +415,10 @@ def discovery_world(seed: int, quick: bool) -> GeneratedWorld:
     )
 
 
-def quiet_world(seed: int, quick: bool) -> GeneratedWorld:
+def quiet_world(seed: int, quick: bool, scale: float = 1.0) -> GeneratedWorld:
     """A few live runs (3) among many finished ones (60), 300 a minute: almost all the budget is
     spare, and what it buys is the live runs' freshness."""
-    duration = 60.0 if quick else 90.0
+    duration = 50.0 if quick else 60.0
     base = generate_scenario(
         seed=seed,
         runs=63,
