@@ -263,7 +263,7 @@ async def _follow(
                 done_at = done_at or time.perf_counter()
                 if time.perf_counter() - done_at > GRACE:
                     return "grace"
-                if time.perf_counter() - last_check > 1.0:
+                if time.perf_counter() - last_check > 2.0:
                     last_check = time.perf_counter()
                     if _all_caught_up(sim, world, contenders, now, scale):
                         return "caught up"
