@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -123,12 +124,11 @@ async def play(
                 name=name, added=dict.fromkeys(existing, now), started_at=now
             )
             argv = _argv(name, world, version, bound.url, existing, tmp, control_port, discover)
-            c.process = await anyio.open_process(
-                argv,
-                env={**env, "DUVO_API_KEY": KEYS[name]},
-                stderr=(tmp / f"{name}.stderr").open("wb"),
-                cwd=ROOT,
-            )
+            # Its log stays in the play's directory; the child holds its own descriptor.
+            with (tmp / f"{name}.stderr").open("wb") as log:
+                c.process = await anyio.open_process(
+                    argv, env={**env, "DUVO_API_KEY": KEYS[name]}, stderr=log, cwd=ROOT
+                )
             tg.start_soon(_read, c, clock)
         ended = await _follow(sim, world, contenders, clock, control_port, discover, scale)
         end = clock.time()
@@ -234,10 +234,15 @@ async def _follow(
     scale: float,
 ) -> str:
     """Tell the contenders of new runs the moment they exist; end when every contender has
-    delivered everything ("caught up") or ``GRACE`` after the world's last step ("grace")."""
+    delivered everything ("caught up") or ``GRACE`` after the world's last step, or after the
+    first-look bound of the runs there at the start if that is later ("grace")."""
     known = {r.id for r in sim.world.runs()}
     done_at: float | None = None
-    deadline = time.perf_counter() + clock.wall(world.duration) + 3 * GRACE
+    # Never end before the first look at the runs there at the start was due (its bound, in the
+    # contenders' seconds): a play shorter than that would count the backlog as misses.
+    bound = math.ceil(2 * len(known) / (world.budget / 60)) + 1
+    earliest = time.perf_counter() + clock.wall(bound * scale)
+    deadline = max(earliest, time.perf_counter() + clock.wall(world.duration)) + 3 * GRACE
     last_check = 0.0
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{control_port}",
@@ -260,7 +265,7 @@ async def _follow(
             if untold and await _post_runs(control, list(untold)):
                 untold.clear()
             if sim.world.next_event_time() is None:
-                done_at = done_at or time.perf_counter()
+                done_at = done_at or max(time.perf_counter(), earliest)
                 if time.perf_counter() - done_at > GRACE:
                     return "grace"
                 if time.perf_counter() - last_check > 2.0:
@@ -555,7 +560,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     text = report(result)
     print(text)
-    print(f"(worlds: {result['wall_seconds']:.0f} s)")
     save(f"{args.name}-quick" if args.quick else args.name, result, text)
     return 0
 
