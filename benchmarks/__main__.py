@@ -2,7 +2,7 @@
 benchmarks.
 
 With no name, every benchmark runs, one after the other (about 32 minutes on 2 cores, 25 of them
-``worlds``; ``--quick`` about 7.5). Each prints its table and writes
+``worlds``; ``--quick`` about 10). Each prints its table and writes
 ``benchmarks/results/<name>.json`` (raw figures, the machine) and ``<name>.md`` (the table).
 With one name, that benchmark's own options pass through:
 ``python -m benchmarks freshness --only adaptive --polling '{"sweep_interval": "2s"}'``.

@@ -521,7 +521,9 @@ def _order(item: tuple[tuple[str, ...], Any]) -> tuple[int, str, str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks worlds")
-    parser.add_argument("--quick", action="store_true", help="one seed, shorter worlds (~3 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one seed, shorter worlds, wall mode (~6 min)"
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated (default 1,2,3; quick 1)")
     parser.add_argument("--worlds", default=",".join(WORLDS))
     parser.add_argument("--versions", default="v1,v2")
