@@ -1,12 +1,12 @@
-"""The world a benchmark runs in: the simulator and the real daemon in one task group, over real
-HTTP on 127.0.0.1, time compressed, with the package's in-memory sink (:class:`MemorySink`),
-which records what arrived and when.
+"""What the benchmarks share: the in-process world runner with the benchmarks' defaults, and
+saving results with the machine and the code they were measured on.
 
-The same approach as the integration tests' harness, written again here because benchmarks do
-not import from ``tests/``. What differs: the daemon learns run ids the way issue 7 says it
-must in production (from outside, the moment a run is created, as ``duvo-monitor start`` tells
-a running daemon), so that no policy pays for discovery and every policy learns of a run at the
-same moment; and a trial reports its requests by endpoint and the machine it ran on.
+The runner is :func:`duvo_monitor.simulator.trial.run_trial`, the same as the integration tests'
+(issue 12: one world runner). What the benchmarks' defaults add: the daemon watches the runs
+that exist at its start from its config, and learns of later runs the way issue 7 says it must
+in production (from outside, the moment a run is created, as ``duvo-monitor start`` tells a
+running daemon), so that no policy pays for discovery and every policy learns of a run at the
+same moment.
 """
 
 from __future__ import annotations
@@ -18,77 +18,18 @@ import platform
 import socket
 import subprocess
 import sys
-import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from duvo_monitor.clock import Clock
-from duvo_monitor.config import parse_config
-from duvo_monitor.credentials import Secret
-from duvo_monitor.daemon import Monitor
-from duvo_monitor.demo import follow_world, running
 from duvo_monitor.logs import configure_logging
-from duvo_monitor.simulator import DEFAULT_API_KEY, Scenario, Simulator, TruthEntry
-from duvo_monitor.sinks.memory import MemorySink
+from duvo_monitor.simulator import Scenario, TruthEntry, trial
+from duvo_monitor.simulator.trial import Trial, endpoint_of
+
+__all__ = ["Trial", "endpoint_of", "fmt", "free_port", "observable", "quiet_logs", "run_trial"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FOLLOW_STEP = 0.1  # simulated seconds between looks for newly created runs
-
-
-def endpoint_of(path: str) -> str:
-    """A request path as a bounded endpoint name: ``run``, ``messages``, ``list``, ``teams``."""
-    parts = path.strip("/").split("/")
-    if parts[-1] == "messages":
-        return "messages"
-    if parts[-1] == "teams":
-        return "teams"
-    if len(parts) >= 3 and parts[-1] == "runs" and parts[-3] == "teams":
-        return "list"
-    if len(parts) >= 2 and parts[-2] == "runs":
-        return "run"
-    return "other"
-
-
-@dataclass(slots=True, kw_only=True)
-class Trial:
-    """One daemon run against one simulator, and what came of it."""
-
-    sim: Simulator
-    monitor: Monitor
-    sink: MemorySink
-    started_at: float  # simulated unix time the daemon started
-    ended_at: float
-    wall_seconds: float
-    settled: bool
-
-    def requests(self, until: float | None = None) -> Counter[str]:
-        """Requests that reached the simulator (up to ``until``), by endpoint, plus ``total``
-        and ``429``."""
-        counts: Counter[str] = Counter()
-        for r in self.sim.requests:
-            if until is not None and r.time > until:
-                continue
-            counts[endpoint_of(r.path)] += 1
-            counts["total"] += 1
-            if r.status == 429:
-                counts["429"] += 1
-        return counts
-
-    def max_per_window(self, window: float = 60.0) -> int:
-        """The most requests the simulator saw in any ``window`` seconds (a sliding check)."""
-        times = sorted(r.time for r in self.sim.requests)
-        best = 0
-        lo = 0
-        for hi, t in enumerate(times):
-            while times[lo] <= t - window:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
 
 
 async def run_trial(
@@ -109,46 +50,22 @@ async def run_trial(
     ``follow_new``, every run created later from the moment it is created. It stops when the
     world has nothing more to play and the daemon has caught up, or after ``wall_timeout``.
     """
-    clock = Clock.scaled(speed)
-    sim = Simulator(scenario, clock=clock, rate_limit=rate_limit)
-    sink = MemorySink(clock)
-    settled = False
-    async with anyio.create_task_group() as tg:
-        bound = await tg.start(sim.serve, "127.0.0.1", 0)
-        sim.world.advance(clock.time())
-        existing = [run.id for run in sim.world.runs()]
-        raw: dict[str, Any] = {
-            "api": {"base_url": bound.url, "version": "v2", "team_id": scenario.team.id},
-            "watch": {"runs": existing},
-            "state": {"path": str(state_dir / "state.db")},
-            "polling": dict(polling or {}),
-        }
-        raw.update(extra_config or {})
-        monitor = Monitor(
-            parse_config(raw, source="benchmark"),
-            api_key=Secret(DEFAULT_API_KEY),
-            environ={},
-            clock=clock,
-            sinks=[sink],
-            handle_signals=False,
-            control_token=None if control_token is None else Secret(control_token),
-        )
-        wall_start = time.perf_counter()
-        started_at = clock.time()
-        async with running(monitor):
-            with anyio.move_on_after(wall_timeout):
-                settled = await follow_world(monitor, sim, step=FOLLOW_STEP, follow_new=follow_new)
-            ended_at = clock.time()
-        wall = time.perf_counter() - wall_start
-        tg.cancel_scope.cancel()
-    return Trial(
-        sim=sim,
-        monitor=monitor,
-        sink=sink,
-        started_at=started_at,
-        ended_at=ended_at,
-        wall_seconds=wall,
-        settled=settled,
+    raw: dict[str, Any] = {
+        "api": {"version": "v2", "team_id": scenario.team.id},
+        "polling": dict(polling or {}),
+    }
+    raw.update(extra_config or {})
+    return await trial.run_trial(
+        scenario,
+        state_dir=state_dir,
+        speed=speed,
+        config=raw,
+        rate_limit=rate_limit,
+        wall_timeout=wall_timeout,
+        step=FOLLOW_STEP,
+        follow_new=follow_new,
+        watch_existing=True,
+        control_token=control_token,
     )
 
 

@@ -1,6 +1,9 @@
 """The world the integration tests run in: the simulator and the real daemon in one task group,
 over real HTTP on 127.0.0.1, time compressed, with an in-memory sink that records what arrived
-and when (on the simulated clock). Fakes, not mocks: the sink implements the Sink protocol."""
+and when (on the simulated clock). Fakes, not mocks: the sink implements the Sink protocol.
+
+The runner itself is :func:`duvo_monitor.simulator.trial.run_trial`, shared with the
+benchmarks; this module keeps the tests' defaults and their helpers for reading the outcome."""
 
 from __future__ import annotations
 
@@ -9,15 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from duvo_monitor.clock import Clock
-from duvo_monitor.config import parse_config
-from duvo_monitor.credentials import Secret
 from duvo_monitor.daemon import Monitor
-from duvo_monitor.demo import follow_world, running
-from duvo_monitor.simulator import DEFAULT_API_KEY, Faults, Scenario, Simulator
+from duvo_monitor.simulator import Faults, Scenario, Simulator
 from duvo_monitor.simulator.scoring import Score, score
+from duvo_monitor.simulator.trial import run_trial
 from duvo_monitor.sinks.memory import MemorySink
 
 CollectSink = MemorySink
@@ -93,34 +91,25 @@ async def run_world(
     extra_config: Mapping[str, Any] | None = None,
 ) -> WorldResult:
     """Run until the daemon has seen everything the world will show (or ``wall_timeout``)."""
-    clock = Clock.scaled(speed)
-    sim = Simulator(scenario, clock=clock, rate_limit=rate_limit, faults=faults)
-    sink = CollectSink(clock)
     discover = version == "v2" if discover is None else discover
-    settled = False
-    async with anyio.create_task_group() as tg:
-        bound = await tg.start(sim.serve, "127.0.0.1", 0)
-        raw: dict[str, Any] = {
-            "api": {"base_url": bound.url, "version": version, **(api or {})},
-            "state": {"path": str(tmp_path / "state.db")},
-            "polling": {"min_interval": "500ms", **(polling or {})},
-        }
-        if discover:
-            raw["watch"] = {"discover": {"since": "30d", "interval": "2s"}}
-        raw.update(extra_config or {})
-        monitor = Monitor(
-            parse_config(raw),
-            api_key=Secret(DEFAULT_API_KEY),
-            environ={},
-            clock=clock,
-            sinks=[sink],
-            handle_signals=False,
-        )
-        async with running(monitor):
-            with anyio.move_on_after(wall_timeout):
-                # Every 50 ms of wall time; runs created later are told to the daemon at once
-                # unless it discovers them itself.
-                step = 0.05 * speed
-                settled = await follow_world(monitor, sim, step=step, follow_new=not discover)
-        tg.cancel_scope.cancel()
-    return WorldResult(sim=sim, monitor=monitor, sink=sink, settled=settled)
+    raw: dict[str, Any] = {
+        "api": {"version": version, **(api or {})},
+        "polling": {"min_interval": "500ms", **(polling or {})},
+    }
+    if discover:
+        raw["watch"] = {"discover": {"since": "30d", "interval": "2s"}}
+    raw.update(extra_config or {})
+    trial = await run_trial(
+        scenario,
+        state_dir=tmp_path,
+        speed=speed,
+        config=raw,
+        rate_limit=rate_limit,
+        faults=faults,
+        wall_timeout=wall_timeout,
+        # Every 50 ms of wall time; runs created later are told to the daemon at once unless it
+        # discovers them itself.
+        step=0.05 * speed,
+        follow_new=not discover,
+    )
+    return WorldResult(sim=trial.sim, monitor=trial.monitor, sink=trial.sink, settled=trial.settled)

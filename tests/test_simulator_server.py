@@ -35,6 +35,7 @@ from duvo_monitor.clock import Clock
 from duvo_monitor.simulator import Faults, Simulator, Window
 from duvo_monitor.simulator.cli import load_scenario, run_simulate, simulate_main
 from duvo_monitor.simulator.faults import UNKNOWN_STATUSES
+from duvo_monitor.simulator.server import key_id
 
 
 @pytest.fixture
@@ -830,6 +831,7 @@ async def test_control_surface_answers_deletes_and_reports() -> None:
                 "query": "",
                 "status": 200,
                 "api_key_ok": True,
+                "key_id": key_id(KEY),
             }
         ]
         info = (await client.get("/_sim/info")).json()

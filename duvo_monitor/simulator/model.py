@@ -222,6 +222,7 @@ class RequestLogEntry:
     query: str
     status: int
     api_key_ok: bool
+    key_id: str = ""  # which key asked: a digest of it (never the key), "" when none was sent
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,10 +16,13 @@ requests count against the limit and are logged with the status sent (0 for a dr
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 import random
 import urllib.parse
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -43,7 +46,7 @@ from duvo_monitor.simulator.model import (
     WebhookDelivery,
     WebhookEvent,
 )
-from duvo_monitor.simulator.ratelimit import DEFAULT_LIMIT, RateLimiter
+from duvo_monitor.simulator.ratelimit import DEFAULT_LIMIT, WINDOW, Decision, RateLimiter
 from duvo_monitor.simulator.scenario import LIST_STATUSES, Scenario
 from duvo_monitor.simulator.world import Conflict, NotFound, World
 
@@ -63,7 +66,10 @@ class Simulator:
         *,
         clock: Clock | None = None,
         rate_limit: int | None = DEFAULT_LIMIT,
+        rate_limits: Mapping[str, int] | None = None,
+        rate_window: float = WINDOW,
         api_keys: Collection[str] = (DEFAULT_API_KEY,),
+        client_clock: Clock | None = None,
         faults: Faults | Sequence[Faults] | None = None,
         webhook_client: httpx.AsyncClient | None = None,
         seed: int | None = None,
@@ -79,7 +85,13 @@ class Simulator:
             raise ValueError(f"list_stopped_as must be one of {', '.join(LIST_STATUSES)}")
         self.api = Api(self.world, scenario, list_stopped_as=stopped_as)
         self.api_keys = frozenset(api_keys)
-        self.limiter = RateLimiter(limit=rate_limit)
+        # The clock the clients read the rate-limit headers with, when it is not the world's: a
+        # client on the real clock while the world's time is compressed gets x-ratelimit-reset
+        # and retry-after in its own time, as a real server's headers would be.
+        self.client_clock = client_clock
+        self.limiter = RateLimiter(
+            limit=rate_limit, window=rate_window, limits=dict(rate_limits or {})
+        )
         if faults is None:
             self.faults = scenario.faults
         else:
@@ -170,18 +182,28 @@ class Simulator:
         token = _bearer(request.headers.get("authorization"))
         key_ok = token is not None and token in self.api_keys
         decision = self.limiter.hit(token if token is not None else f"anon:{request.client}", now)
-        headers = decision.headers()
+        headers = self._for_client(decision, now).headers()
         if not decision.allowed:
             answer = error(429, "rate_limited", "rate limit exceeded; retry after the reset")
-            return self._finish(request, now, key_ok, self._encode(answer, headers))
+            return self._finish(request, now, token, self._encode(answer, headers))
         roll = faultlib.roll(self.faults, now - self.started_at, self._rng)
         if roll.wire is not None:
-            return self._finish(request, now, key_ok, self._wire_fault(roll.wire, headers))
+            return self._finish(request, now, token, self._wire_fault(roll.wire, headers))
         if "slow" in roll:
             await self.clock.sleep(roll.slow_delay)
         answer = self._answer(request, self.clock.time(), token, key_ok, roll)
         await self._after_change()
-        return self._finish(request, now, key_ok, self._encode(answer, headers, roll))
+        return self._finish(request, now, token, self._encode(answer, headers, roll))
+
+    def _for_client(self, decision: Decision, now: float) -> Decision:
+        if self.client_clock is None:
+            return decision
+        ratio = self.clock.speed / self.client_clock.speed  # world seconds per client second
+        return dataclasses.replace(
+            decision,
+            reset=math.ceil(self.client_clock.time() + (decision.reset - now) / ratio),
+            retry_after=max(1, math.ceil(decision.retry_after / ratio)),
+        )
 
     def _answer(
         self, request: Request, now: float, token: str | None, key_ok: bool, roll: Roll
@@ -243,7 +265,9 @@ class Simulator:
             response.body = faultlib.malform(body, self._rng)
         return response
 
-    def _finish(self, request: Request, now: float, key_ok: bool, response: Response) -> Response:
+    def _finish(
+        self, request: Request, now: float, token: str | None, response: Response
+    ) -> Response:
         self.requests.append(
             RequestLogEntry(
                 time=now,
@@ -251,7 +275,8 @@ class Simulator:
                 path=request.path,
                 query=urllib.parse.urlsplit(request.target).query,
                 status=0 if response.drop else response.status,
-                api_key_ok=key_ok,
+                api_key_ok=token is not None and token in self.api_keys,
+                key_id="" if token is None else key_id(token),
             )
         )
         return response
@@ -343,6 +368,11 @@ class Simulator:
             return httpx.Response(response.status, headers=response.headers, content=response.body)
 
         return httpx.MockTransport(handler)
+
+
+def key_id(key: str) -> str:
+    """How the request log names a key: a short digest, so that the log never holds a key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _bearer(header: str | None) -> str | None:
