@@ -41,6 +41,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from duvo_monitor.clock import Clock
 from duvo_monitor.errors import SinkError
 from duvo_monitor.events import Event
+from duvo_monitor.logs import capped
 from duvo_monitor.sinks.backoff import Backoff
 from duvo_monitor.sinks.base import (
     EventFilter,
@@ -311,7 +312,7 @@ class FanOut:
             "sink failed; events dropped",
             sink=lane.name,
             count=len(events),
-            event_ids=[event.id for event in events],
+            event_ids=capped(event.id for event in events),
         )
 
     def _report(self, lane: _Lane) -> None:
@@ -375,7 +376,7 @@ class FanOut:
                 "sink buffer full; dropped the oldest events",
                 sink=lane.name,
                 count=len(dropped),
-                event_ids=[event.id for event in dropped],
+                event_ids=capped(event.id for event in dropped),
             )
         self._report(lane)
         return rest

@@ -269,3 +269,21 @@ async def test_reconfigure_keeps_loses_and_repeats_nothing() -> None:
     assert changed.received + changed_new.received == published
     assert added.received == published[len(published) - len(added.received) :]
     assert len(added.received) > 0
+
+
+async def test_a_large_drop_logs_a_count_and_a_few_ids_not_every_id() -> None:
+    """500 events dropped at once log as one line with the count and at most ten ids."""
+    from structlog.testing import capture_logs
+
+    lossy = RecordingSink("lossy", buffer=1, on_full="drop_oldest")
+    lossy.gate = anyio.Event()
+    fanout = fanout_of(lossy)
+    async with anyio.create_task_group() as tg:
+        await tg.start(fanout.run)
+        with capture_logs() as logged:
+            await fanout.publish(events(501))
+        tg.cancel_scope.cancel()
+    drops = [entry for entry in logged if entry["event"].startswith("sink buffer full")]
+    assert len(drops) == 1
+    assert drops[0]["count"] == 500
+    assert drops[0]["event_ids"][-1] == "... 490 more" and len(drops[0]["event_ids"]) == 11
