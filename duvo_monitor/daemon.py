@@ -185,7 +185,9 @@ class Monitor:
                 if self._given_sinks is not None
                 else self._build_sinks(config)
             )
-            self.fanout = FanOut(sinks, observer=self.telemetry, clock=self.clock)
+            self.fanout = FanOut(
+                sinks, observer=self.telemetry, clock=self.clock, spool_dir=config.state_dir
+            )
             await self._load_watch_list()
             async with anyio.create_task_group() as root:
                 self._root = root
