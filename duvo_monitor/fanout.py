@@ -10,32 +10,26 @@ Isolation: a sink that is slow, retrying or dead only holds up its own buffer; t
 delivering. :meth:`FanOut.publish` first hands every sink what fits in its buffer and only then
 waits for the full ones, so even a blocked publish has already fed the healthy sinks.
 
-Full buffers: ``on_full: block`` (the default) makes ``publish`` wait for room, or spill to the
-spool when there is one (see below), which is the daemon's backpressure (its polls wait for
-their events to be taken). ``on_full: drop_oldest`` never
+Full buffers: ``on_full: block`` (the default) spills to the lane's spool (below), or without
+one makes ``publish`` wait for room: the daemon's backpressure. ``on_full: drop_oldest`` never
 waits: the oldest buffered event is dropped, acknowledged, counted
 (``sink_dropped(reason="queue_full")``) and logged with its id.
 
-Spilling (with ``spool_dir``, as the daemon runs it): a sink that falls behind is isolated
-without losing anything. When its buffer is full, or when it has held events for
-``stuck_after`` seconds without acknowledging any, its lane *spills*: what it holds (the batch
-in the sink's hands, then its buffer) and every later event for it go to an on-disk
-:class:`~duvo_monitor.sinks.spool.Spool` of its own (``<spool_dir>/fanout-<name>/``), fsynced,
-and count as held. The sink is reported ``retry`` (unhealthy) while it spools; the other sinks
-and the publishers go on. The lane's worker delivers the spool in order once the sink takes
-events again (a batch in its hands when the lane spilled is acknowledged in the spool when it
-returns, not sent twice), then goes back to memory. A spool left at a stop is delivered first
-at the next start. Only a full spool (``spool_max_bytes``) makes ``publish`` wait again.
-Without ``spool_dir`` a full buffer simply blocks, as below.
+Spilling (with ``spool_dir``, as the daemon runs it): a lane whose buffer is full, or that has
+held events for ``stuck_after`` seconds without an acknowledgement, moves what it holds and every
+later event to its own spool on disk (:mod:`duvo_monitor.sinks.lane`), fsynced, where they count
+as held: the sink shows ``retry``, the others and the publishers go on. Once the sink takes
+events again it gets the spool in order, each once, and the lane returns to memory; a spool left
+at a stop goes out first at the next start. Only a full spool makes ``publish`` wait again.
 
 Acknowledgement: :meth:`Delivery.wait` returns once every sink has acknowledged its part of the
 published events or durably holds it in its spool (filtered-out events need no ack; dropped
-ones count as acknowledged). A sink's
-``deliver`` raising a transient :class:`~duvo_monitor.errors.SinkError` is retried for the same
-batch with backoff (the sink shows ``retry``) and acks wait; a permanent one marks the sink
-``failed``, and its events are dropped with a count and a log line from then on.
-:class:`~duvo_monitor.sinks.base.SinkClosed` (stdout's reader went away) ends :meth:`FanOut.run`
-with that exception, so that the daemon can exit cleanly.
+ones count as acknowledged). A sink's ``deliver`` raising a transient
+:class:`~duvo_monitor.errors.SinkError` is retried for the same batch with backoff (the sink
+shows ``retry``) and acks wait; a permanent one marks the sink ``failed``, and its events are
+dropped with a count and a log line from then on. :class:`~duvo_monitor.sinks.base.SinkClosed`
+(stdout's reader went away) ends :meth:`FanOut.run` with that exception, so that the daemon can
+exit cleanly.
 
 Structured: :meth:`FanOut.run` is the parent of every worker and every sink's own background
 task; sinks are closed in shielded scopes when their worker ends.
@@ -45,9 +39,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import anyio
 import structlog
@@ -58,16 +50,8 @@ from duvo_monitor.errors import SinkError
 from duvo_monitor.events import Event
 from duvo_monitor.logs import capped
 from duvo_monitor.sinks.backoff import Backoff
-from duvo_monitor.sinks.base import (
-    EventFilter,
-    Sink,
-    SinkClosed,
-    SinkObserver,
-    SinkState,
-    error_kind,
-)
-from duvo_monitor.sinks.spool import Spool
-from duvo_monitor.sinks.wakeup import Signal
+from duvo_monitor.sinks.base import Sink, SinkClosed, SinkObserver, error_kind
+from duvo_monitor.sinks.lane import Delivery, Lane
 
 log = structlog.get_logger("duvo_monitor.fanout")
 
@@ -80,94 +64,6 @@ RETRY = Backoff(initial=0.2, maximum=30.0)
 # enough for a healthy sink's slow batch, short enough that polls do not wait on a dead one.
 STUCK_AFTER = 10.0
 SPOOL_MAX_BYTES = 1024**3
-SPOOL_PREFIX = "fanout-"
-
-
-class Delivery:
-    """The acknowledgement of one :meth:`FanOut.publish`."""
-
-    __slots__ = ("_done", "_pending")
-
-    def __init__(self, pending: int) -> None:
-        self._pending = pending
-        self._done = anyio.Event()
-        if pending <= 0:
-            self._done.set()
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    @property
-    def pending(self) -> int:
-        """Sink-events not yet acknowledged (an event for two sinks counts twice)."""
-        return self._pending
-
-    async def wait(self) -> None:
-        """Return when every sink has acknowledged its part."""
-        await self._done.wait()
-
-    def _ack(self, count: int) -> None:
-        self._pending -= count
-        if self._pending <= 0:
-            self._done.set()
-
-
-@dataclass(eq=False, slots=True, kw_only=True)
-class _Lane:
-    """One sink's buffer, worker state and lifecycle."""
-
-    sink: Sink
-    filter: EventFilter
-    capacity: int
-    drop_oldest: bool
-    queue: deque[tuple[Event, Delivery]] = field(default_factory=deque)
-    batch: list[tuple[Event, Delivery]] = field(default_factory=list)  # in the sink's hands
-    accepting: bool = True
-    retrying: bool = False
-    failed: bool = False
-    reported: str = ""
-    changed: Signal = field(default_factory=Signal)  # queue grew or accepting changed
-    space: Signal = field(default_factory=Signal)  # queue shrank
-    after: anyio.Event | None = None  # the lane it replaces has finished
-    spool: Spool | None = None  # open while the lane runs, if the fan-out has a spool directory
-    spooling: bool = False  # the spool holds events: later ones go behind them, not to memory
-    spool_lock: anyio.Lock = field(default_factory=anyio.Lock)  # spill or read vs batch ack
-    batch_seqs: list[int] | None = None  # the batch in the sink's hands is also in the spool
-    progress_at: float = 0.0  # clock.monotonic of the last ack, or of going busy from idle
-    finished: anyio.Event = field(default_factory=anyio.Event)
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-
-    @classmethod
-    def of(cls, sink: Sink) -> _Lane:
-        config = sink.config
-        return cls(
-            sink=sink,
-            filter=EventFilter(types=config.types, agents=config.agents),
-            capacity=config.buffer,
-            drop_oldest=config.on_full == "drop_oldest",
-        )
-
-    @property
-    def name(self) -> str:
-        return self.sink.name
-
-    @property
-    def held(self) -> int:
-        """Events held in memory only (buffer and batch), not yet safe anywhere."""
-        return len(self.queue) + (len(self.batch) if self.batch_seqs is None else 0)
-
-    @property
-    def spooled(self) -> int:
-        return self.spool.pending if self.spool is not None else 0
-
-    def health(self) -> SinkState:
-        state = self.sink.state
-        if self.failed or state == "failed":
-            return "failed"
-        if self.retrying or self.spooling or state == "retry":
-            return "retry"
-        return "ok"
 
 
 class FanOut:
@@ -187,7 +83,7 @@ class FanOut:
         names = [sink.name for sink in sinks]
         if len(set(names)) != len(names):
             raise ValueError(f"sink names must be unique: {names}")
-        self._lanes: dict[str, _Lane] = {sink.name: _Lane.of(sink) for sink in sinks}
+        self._lanes: dict[str, Lane] = {sink.name: Lane.of(sink) for sink in sinks}
         self._observer = observer
         self._clock = clock
         self._retry = retry
@@ -238,12 +134,12 @@ class FanOut:
         finally:
             self._tg = None
 
-    async def _run_lane(self, lane: _Lane, *, task_status: TaskStatus[None]) -> None:
+    async def _run_lane(self, lane: Lane, *, task_status: TaskStatus[None]) -> None:
         bound = log.bind(sink=lane.name)
         try:
             with lane.scope:
                 if lane.after is None:
-                    await self._open_spool(lane)
+                    await lane.open_spool(self._spool_dir, self._spool_max_bytes)
                 task_status.started()
                 self._report(lane)
                 async with anyio.create_task_group() as guard:
@@ -251,7 +147,7 @@ class FanOut:
                     if lane.after is not None:
                         # The lane it replaces owns the spool directory until it has finished.
                         await lane.after.wait()
-                        await self._open_spool(lane)
+                        await lane.open_spool(self._spool_dir, self._spool_max_bytes)
                     await self._open(lane)
                     try:
                         async with anyio.create_task_group() as tg:
@@ -267,45 +163,10 @@ class FanOut:
                                 bound.error("closing the sink failed", error=str(exc))
                     guard.cancel_scope.cancel()
         finally:
-            await self._close_spool(lane)
+            await lane.close_spool()
             lane.finished.set()
 
-    async def _open_spool(self, lane: _Lane) -> None:
-        """Recover the lane's spool; what a previous run left in it goes out before anything new."""
-        if self._spool_dir is None:
-            return
-        spool = Spool(
-            os.path.join(self._spool_dir, SPOOL_PREFIX + lane.name),
-            max_bytes=self._spool_max_bytes,
-        )
-        try:
-            await anyio.to_thread.run_sync(spool.open)
-        except OSError as exc:
-            log.error(
-                "cannot open the sink's spool; a full buffer will block",
-                sink=lane.name,
-                error=str(exc),
-            )
-            return
-        lane.spool = spool
-        if spool.pending:
-            lane.spooling = True
-            log.info(
-                "events spooled before a stop go out first", sink=lane.name, count=spool.pending
-            )
-            lane.changed.notify()
-
-    async def _close_spool(self, lane: _Lane) -> None:
-        spool, lane.spool = lane.spool, None
-        if spool is None:
-            return
-        with anyio.CancelScope(shield=True):
-            try:
-                await anyio.to_thread.run_sync(spool.close)
-            except OSError as exc:
-                log.error("closing the sink's spool failed", sink=lane.name, error=str(exc))
-
-    async def _guard(self, lane: _Lane) -> None:
+    async def _guard(self, lane: Lane) -> None:
         """Spill a lane that holds events and has acknowledged none for ``stuck_after``."""
         while True:
             await self._clock.sleep(min(HEALTH_INTERVAL, self._stuck_after))
@@ -315,7 +176,7 @@ class FanOut:
                 if self._stuck(lane):
                     await self._spool_events(lane, [], None)
 
-    def _stuck(self, lane: _Lane) -> bool:
+    def _stuck(self, lane: Lane) -> bool:
         return (
             lane.spool is not None
             and not lane.spooling
@@ -324,7 +185,7 @@ class FanOut:
             and self._clock.monotonic() - lane.progress_at >= self._stuck_after
         )
 
-    async def _open(self, lane: _Lane) -> None:
+    async def _open(self, lane: Lane) -> None:
         attempt = 0
         while True:
             try:
@@ -344,13 +205,13 @@ class FanOut:
             self._report(lane)
             return
 
-    async def _watch(self, lane: _Lane) -> None:
+    async def _watch(self, lane: Lane) -> None:
         """Report state the sink changes in the background (a webhook's retries, its spool)."""
         while True:
             await self._clock.sleep(HEALTH_INTERVAL)
             self._report(lane)
 
-    async def _work(self, lane: _Lane) -> None:
+    async def _work(self, lane: Lane) -> None:
         """Deliver the lane's buffer, then its spool, in batches, until both are empty and the
         lane no longer accepts."""
         limit = max(1, min(self._max_batch, lane.capacity))
@@ -365,7 +226,7 @@ class FanOut:
             else:
                 await changed.wait()
 
-    async def _work_memory(self, lane: _Lane, limit: int) -> None:
+    async def _work_memory(self, lane: Lane, limit: int) -> None:
         items = lane.batch = [lane.queue.popleft() for _ in range(min(limit, len(lane.queue)))]
         lane.space.notify()
         await self._deliver(lane, [event for event, _ in items])
@@ -373,7 +234,7 @@ class FanOut:
             seqs, lane.batch_seqs, lane.batch = lane.batch_seqs, None, []
             if seqs is not None:
                 # Spilled while in the sink's hands: delivered now, so out of the spool too.
-                await self._spool_ack(lane, seqs)
+                await lane.ack_spooled(seqs)
         if seqs is None:
             acks: dict[Delivery, int] = {}
             for _, delivery in items:
@@ -382,11 +243,9 @@ class FanOut:
                 delivery._ack(count)
         self._delivered(lane, [event for event, _ in items])
 
-    async def _work_spool(self, lane: _Lane, limit: int) -> None:
-        spool = lane.spool
-        assert spool is not None
+    async def _work_spool(self, lane: Lane, limit: int) -> None:
         async with lane.spool_lock:
-            records = await anyio.to_thread.run_sync(spool.read, limit)
+            records = await lane.read_spooled(limit)
             if not records:
                 lane.spooling = False
                 log.info("sink caught up with its spool", sink=lane.name)
@@ -394,16 +253,11 @@ class FanOut:
                 return
         events = [Event.from_line(record.line) for record in records]
         await self._deliver(lane, events)
-        await self._spool_ack(lane, [record.seq for record in records])
+        await lane.ack_spooled([record.seq for record in records])
         lane.space.notify()
         self._delivered(lane, events)
 
-    async def _spool_ack(self, lane: _Lane, seqs: list[int]) -> None:
-        spool = lane.spool
-        assert spool is not None
-        await anyio.to_thread.run_sync(spool.ack, seqs)
-
-    def _delivered(self, lane: _Lane, events: list[Event]) -> None:
+    def _delivered(self, lane: Lane, events: list[Event]) -> None:
         lane.progress_at = self._clock.monotonic()
         if not lane.failed:
             types: dict[str, int] = {}
@@ -413,7 +267,7 @@ class FanOut:
                 self._observer.sink_delivered(lane.name, type_, count)
         self._report(lane)
 
-    async def _deliver(self, lane: _Lane, events: list[Event]) -> None:
+    async def _deliver(self, lane: Lane, events: list[Event]) -> None:
         """One batch to one sink, retried until acknowledged. The one delivery boundary."""
         attempt = 0
         while not lane.failed:
@@ -455,7 +309,7 @@ class FanOut:
             event_ids=capped(event.id for event in events),
         )
 
-    def _report(self, lane: _Lane) -> None:
+    def _report(self, lane: Lane) -> None:
         self._observer.sink_queue(lane.name, lane.held + lane.spooled + lane.sink.backlog)
         state = lane.health()
         if state != lane.reported:
@@ -481,7 +335,7 @@ class FanOut:
                 if lane.accepting
             ]
             delivery = Delivery(sum(len(selected) for _, selected in routed))
-            waiting: list[tuple[_Lane, list[Event]]] = []
+            waiting: list[tuple[Lane, list[Event]]] = []
             for lane, selected in routed:
                 rest = self._offer(lane, selected, delivery)
                 if rest:
@@ -490,7 +344,7 @@ class FanOut:
                 await self._hand(lane, rest, delivery)
             return delivery
 
-    async def _hand(self, lane: _Lane, events: list[Event], delivery: Delivery) -> None:
+    async def _hand(self, lane: Lane, events: list[Event], delivery: Delivery) -> None:
         """Events that did not fit (or that must queue behind the spool): spool them, or wait
         for room."""
         index = 0
@@ -507,60 +361,22 @@ class FanOut:
             self._report(lane)
             await space.wait()
 
-    def _enqueue(self, lane: _Lane, event: Event, delivery: Delivery) -> None:
+    def _enqueue(self, lane: Lane, event: Event, delivery: Delivery) -> None:
         if not lane.queue and not lane.batch:
             lane.progress_at = self._clock.monotonic()
         lane.queue.append((event, delivery))
         lane.changed.notify()
 
     async def _spool_events(
-        self, lane: _Lane, events: list[Event], delivery: Delivery | None
+        self, lane: Lane, events: list[Event], delivery: Delivery | None
     ) -> bool:
-        """Put ``events`` in the lane's spool, behind what the lane holds in memory if it is not
-        spooling yet (a spill); acknowledge them all as durably held. False if the spool is full
-        (nothing changed). Called with the publish lock held."""
-        spool = lane.spool
-        assert spool is not None
-        async with lane.spool_lock:
-            spill = not lane.spooling
-            # Taken out of the buffer before the write, so that the worker cannot deliver them
-            # meanwhile; the batch in the sink's hands stays there, and the worker waits for this
-            # lock before acknowledging it.
-            batch = lane.batch if spill and lane.batch_seqs is None else []
-            taken = list(lane.queue) if spill else []
-            lines = [event.line for event, _ in (*batch, *taken)]
-            lines.extend(event.line for event in events)
-            if not lines:
-                return True
-            if not spool.has_room(sum(len(line) for line in lines)):
-                return False
-            lane.queue.clear()
-            try:
-                first = await anyio.to_thread.run_sync(spool.append, lines, self._clock.time())
-            except (OSError, ValueError) as exc:
-                lane.queue.extendleft(reversed(taken))
-                log.error("cannot spool the sink's events", sink=lane.name, error=str(exc))
-                return False
-            if batch:
-                lane.batch_seqs = list(range(first, first + len(batch)))
-            for _, held in (*batch, *taken):
-                held._ack(1)
-            if delivery is not None:
-                delivery._ack(len(events))
-            lane.spooling = True
-        lane.space.notify()
-        lane.changed.notify()
-        if spill:
-            log.warning(
-                "sink is not keeping up; its events wait in its spool",
-                sink=lane.name,
-                held=len(batch) + len(taken),
-                spooled=spool.pending,
-            )
+        """:meth:`Lane.spool_events`, then the report. Called with the publish lock held."""
+        if not await lane.spool_events(events, delivery, self._clock.time()):
+            return False
         self._report(lane)
         return True
 
-    def _offer(self, lane: _Lane, events: list[Event], delivery: Delivery) -> list[Event]:
+    def _offer(self, lane: Lane, events: list[Event], delivery: Delivery) -> list[Event]:
         """Enqueue what fits without waiting; the rest (block lanes) is returned."""
         if lane.spooling:
             return events  # behind the spooled ones, in order
@@ -633,8 +449,8 @@ class FanOut:
             raise ValueError(f"sink names must be unique: {names}")
         async with self._publish_lock:
             old = self._lanes
-            new: dict[str, _Lane] = {}
-            removed: list[_Lane] = []
+            new: dict[str, Lane] = {}
+            removed: list[Lane] = []
             for sink in sinks:
                 current = old.get(sink.name)
                 if current is not None and current.sink.config == sink.config:
@@ -648,7 +464,7 @@ class FanOut:
             for sink in sinks:
                 if sink.name in new:
                     continue
-                lane = _Lane.of(sink)
+                lane = Lane.of(sink)
                 previous = old.get(sink.name)
                 if previous is not None:
                     lane.after = previous.finished
