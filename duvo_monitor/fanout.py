@@ -60,8 +60,9 @@ CLOSE_TIMEOUT = 10.0
 REMOVE_TIMEOUT = 30.0
 HEALTH_INTERVAL = 1.0
 RETRY = Backoff(initial=0.2, maximum=30.0)
-# A lane holding events this long (clock seconds) without an acknowledgement spills to disk: long
-# enough for a healthy sink's slow batch, short enough that polls do not wait on a dead one.
+# A lane holding events this long without an acknowledgement spills to disk: long enough for a
+# healthy sink's slow batch, short enough that polls do not wait on a dead one. Wall seconds
+# (times the clock's speed): a sink's slowness is its disk's or network's, not simulated time's.
 STUCK_AFTER = 10.0
 SPOOL_MAX_BYTES = 1024**3
 
@@ -169,7 +170,7 @@ class FanOut:
     async def _guard(self, lane: Lane) -> None:
         """Spill a lane that holds events and has acknowledged none for ``stuck_after``."""
         while True:
-            await self._clock.sleep(min(HEALTH_INTERVAL, self._stuck_after))
+            await self._clock.sleep(HEALTH_INTERVAL)
             if not self._stuck(lane):
                 continue
             async with self._publish_lock:  # a spill must not interleave with a publish
@@ -182,7 +183,7 @@ class FanOut:
             and not lane.spooling
             and not lane.failed
             and lane.held > 0
-            and self._clock.monotonic() - lane.progress_at >= self._stuck_after
+            and self._clock.monotonic() - lane.progress_at >= self._stuck_after * self._clock.speed
         )
 
     async def _open(self, lane: Lane) -> None:
