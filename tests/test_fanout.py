@@ -442,10 +442,10 @@ async def test_a_stuck_sink_does_not_stop_the_daemon_polling(tmp_path: Path) -> 
     from duvo_monitor.sinks.memory import MemorySink
 
     clock = Clock.scaled(40)
-    runs = [{"id": run_id(n), "agent": PLAIN_AGENT} for n in range(1, 4)]
+    runs = [{"id": run_id(n), "agent": PLAIN_AGENT} for n in range(1, 7)]
     sim = Simulator(scenario(runs), clock=clock)
     working = MemorySink(clock, name="working")
-    stuck = CountingSink("stuck", buffer=2)
+    stuck = CountingSink("stuck", buffer=1)
     stuck.gate = anyio.Event()
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
@@ -455,7 +455,7 @@ async def test_a_stuck_sink_does_not_stop_the_daemon_polling(tmp_path: Path) -> 
                     "api": {"base_url": bound.url, "version": "v2"},
                     "state": {"path": str(tmp_path / "state.db")},
                     "watch": {"runs": [r["id"] for r in runs]},
-                    "polling": {"min_interval": "500ms", "workers": 2},
+                    "polling": {"min_interval": "500ms", "workers": 4},
                 }
             )
             monitor = Monitor(
