@@ -150,7 +150,8 @@ class VirtualClock(Clock):
         return max(0.0, self.timeline.sleepers[0][0] - self.timeline.now)
 
     async def sleeping(self, count: int = 1) -> None:
-        """Return once at least ``count`` tasks sleep on this clock."""
+        """Return once at least ``count`` tasks sleep on this clock (always a checkpoint)."""
+        await anyio.lowlevel.checkpoint()
         while len(self.timeline.sleepers) < count:
             await self.timeline.changed.wait()
 
