@@ -1,10 +1,15 @@
-"""The fan-out: isolation between sinks, backpressure, drops, filters, acks, drain, reload."""
+"""The fan-out: isolation between sinks, backpressure, drops, filters, acks, drain, reload.
+
+Time is a :class:`VirtualClock` (retry backoff, health watch, stuck detection): it moves when
+a test advances it. Tasks are synchronised with anyio events and
+``anyio.wait_all_tasks_blocked`` (every task is waiting: the worker holds its batch at the
+gate), never with real sleeps, so the outcomes do not depend on the machine's speed.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +37,56 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def fanout_of(*sinks: RecordingSink, observer: Observed | None = None) -> FanOut:
-    return FanOut(list(sinks), observer=observer or Observed(), clock=Clock(), retry=FAST_RETRY)
+def fanout_of(
+    *sinks: RecordingSink, observer: Observed | None = None, clock: VirtualClock | None = None
+) -> FanOut:
+    return FanOut(
+        list(sinks),
+        observer=observer or Observed(),
+        clock=clock or VirtualClock(),
+        retry=FAST_RETRY,
+    )
+
+
+async def advance_until(clock: VirtualClock, done: Callable[[], bool], step: float) -> None:
+    """Move time ``step`` at a time, each once every task waits, until ``done()``."""
+    while not done():
+        await anyio.wait_all_tasks_blocked()
+        clock.advance(step)
+
+
+class SlowSink(RecordingSink):
+    """Takes ``per_event`` seconds of the virtual clock for each event it is given."""
+
+    def __init__(self, name: str, clock: VirtualClock, per_event: float) -> None:
+        super().__init__(name)
+        self.clock, self.per_event = clock, per_event
+
+    async def deliver(self, batch: Sequence[Event]) -> None:
+        await self.clock.sleep(self.per_event * len(batch))
+        await super().deliver(batch)
+        self.times[-len(batch) :] = [self.clock.monotonic()] * len(batch)
 
 
 async def test_a_slow_sink_does_not_delay_a_fast_one() -> None:
-    """With a sink that takes 200 ms per event beside it, the fast sink gets each event within
-    a fraction of that delay (measured from publish), while the slow one is still at its first."""
-    slow, fast = RecordingSink("slow"), RecordingSink("fast")
-    slow.delay = 0.2
-    fanout = fanout_of(slow, fast)
-    published: list[float] = []
+    """Beside a sink that takes 200 ms (virtual) per event, the fast sink has each event at
+    the moment it is published, while the slow one is still at its first."""
+    clock = VirtualClock()
+    slow = SlowSink("slow", clock, per_event=0.2)
+    fast = RecordingSink("fast")
+    fanout = fanout_of(slow, fast, clock=clock)
     async with anyio.create_task_group() as tg:
         await tg.start(fanout.run)
         for event in events(10):
-            published.append(time.monotonic())
             await fanout.publish([event])
-            await anyio.sleep(0.005)
-        await eventually(lambda: len(fast.received) == 10, within=1)
-        latencies = [got - sent for got, sent in zip(fast.times, published, strict=True)]
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(0.005)
+        assert fast.received == events(10)
         assert len(slow.received) <= 1
+        await advance_until(clock, lambda: len(slow.received) == 10, step=0.05)
         tg.cancel_scope.cancel()
-    assert fast.received == events(10)
-    assert max(latencies) < 0.1, latencies  # half the slow sink's per-event delay
+    assert slow.received == events(10)
+    assert slow.times[-1] >= 10 * 0.2 - 1e-9  # each event took its 200 ms of the slow sink
 
 
 async def test_a_stuck_sink_does_not_hold_the_others_or_publish() -> None:
@@ -84,18 +116,25 @@ async def test_full_buffer_blocks_publish_after_feeding_the_others() -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(fanout.run)
         await fanout.publish(events(1))  # taken by the worker, held at the gate
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         await fanout.publish(events(2, start=1))  # fills the buffer
-        with anyio.move_on_after(0.1) as waited:
+        published = anyio.Event()
+
+        async def third() -> None:
             await fanout.publish(events(1, start=3))
-        assert waited.cancelled_caught, "publish should wait for room"
+            published.set()
+
+        tg.start_soon(third)
+        await anyio.wait_all_tasks_blocked()
+        assert not published.is_set(), "publish should wait for room"
         assert [e.data["n"] for e in other.received] == [0, 1, 2, 3]
         small.gate.set()
         with anyio.fail_after(2):
+            await published.wait()
             delivery = await fanout.publish(events(1, start=4))
             await delivery.wait()
         tg.cancel_scope.cancel()
-    assert [e.data["n"] for e in small.received] == [0, 1, 2, 4]
+    assert [e.data["n"] for e in small.received] == [0, 1, 2, 3, 4]
 
 
 async def test_drop_oldest_never_blocks_and_counts_every_drop() -> None:
@@ -108,7 +147,7 @@ async def test_drop_oldest_never_blocks_and_counts_every_drop() -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(fanout.run)
         first = await fanout.publish(events(1))
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()  # the first is in the sink's hands
         with anyio.fail_after(1):
             deliveries = [await fanout.publish(events(1, start=i)) for i in range(1, 6)]
         assert [d.done for d in deliveries] == [True, True, False, False, False]
@@ -145,13 +184,15 @@ async def test_delivery_waits_for_every_sink_through_retries() -> None:
     flaky, fine = RecordingSink("flaky"), RecordingSink("fine")
     flaky.fail_next = 3
     observed = Observed()
-    fanout = fanout_of(flaky, fine, observer=observed)
+    clock = VirtualClock()
+    fanout = fanout_of(flaky, fine, observer=observed, clock=clock)
     async with anyio.create_task_group() as tg:
         await tg.start(fanout.run)
         delivery = await fanout.publish(events(4))
-        await eventually(lambda: bool(fine.received), within=2)
-        with anyio.fail_after(2):
-            await delivery.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert fine.received == events(4) and not delivery.done  # flaky waits for its backoff
+        with anyio.fail_after(5):
+            await advance_until(clock, lambda: delivery.done, step=FAST_RETRY.maximum)
         tg.cancel_scope.cancel()
     assert flaky.received == fine.received == events(4)
     assert observed.calls.count(("error", "flaky", "test")) == 3
@@ -207,7 +248,7 @@ async def test_sink_closed_ends_run_unwrapped() -> None:
                 tg.cancel_scope.cancel()
 
         tg.start_soon(guard)
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         await fanout.publish(events(1))
         await anyio.sleep_forever()
     assert len(caught) == 1
@@ -254,11 +295,14 @@ async def test_reconfigure_keeps_loses_and_repeats_nothing() -> None:
                 batch = events(3, start=3 * i)
                 await fanout.publish(batch)
                 published.extend(batch)
-                await anyio.sleep(0.001)
+                if len(published) >= 30:
+                    under_way.set()
+                await anyio.lowlevel.checkpoint()
             finished.set()
 
+        under_way = anyio.Event()
         tg.start_soon(publisher)
-        await anyio.sleep(0.03)
+        await under_way.wait()
         same_kept = RecordingSink("kept")
         added = RecordingSink("added")
         changed_new = RecordingSink("c", buffer=50)
