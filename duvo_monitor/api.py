@@ -4,6 +4,9 @@ One request, one answer: the client never retries on its own (the scheduler deci
 failure costs; :func:`with_retries` serves one-shot CLI commands). Around every request it
 
 * awaits the optional ``gate`` (the daemon's request budget), so nothing bypasses the budget;
+* bounds the exchange, request sent to last body byte, by ``deadline`` (wall seconds): past it
+  the request is abandoned as a :class:`~duvo_monitor.errors.TransportError` (a timeout), which
+  the caller counts and retries like any other;
 * reports an :class:`Observation` (endpoint, status, duration, the rate-limit headers) to every
   observer, so the budget can obey the server and metrics can count;
 * translates failures into the tree of :mod:`duvo_monitor.errors`, naming the endpoint by its
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeVar
 
+import anyio
 import httpx
 import orjson
 
@@ -56,6 +60,11 @@ MESSAGES_PAGE_MAX = 50
 RUNS_PAGE_MAX = 100
 MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=10.0)
+# httpx's timeouts bound each phase (connect, each read), so a body trickled a byte a second
+# never trips them; this bounds the whole exchange, send to last byte, in wall-clock seconds
+# (a network wait, not simulated time). Above the read timeout, so a plain stall still reports
+# as httpx's own ReadTimeout.
+REQUEST_DEADLINE = 30.0
 DEFAULT_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=60)
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -158,9 +167,12 @@ class DuvoClient:
     max_body_bytes: int = MAX_BODY_BYTES
     urgent: bool = False
     """Whether this client's requests pass the gate as urgent (see :meth:`with_urgency`)."""
+    deadline: float = REQUEST_DEADLINE
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
+        if self.deadline <= 0:
+            raise ValueError(f"the request deadline must be positive, not {self.deadline!r}")
         if self.version not in ("v1", "v2"):
             raise ValueError(f"api version must be v1 or v2, not {self.version!r}")
 
@@ -345,17 +357,24 @@ class DuvoClient:
         rate = RateLimit()
         try:
             try:
-                async with self.http.stream(
-                    method,
-                    self.base_url + path,
-                    params=params,
-                    content=content,
-                    headers=request_headers,
-                ) as response:
-                    status = response.status_code
-                    rate = RateLimit.from_headers(response.headers, now=self.clock.time())
-                    body = await self._read_capped(response, endpoint)
-                    content_type = response.headers.get("content-type", "")
+                with anyio.fail_after(self.deadline):
+                    async with self.http.stream(
+                        method,
+                        self.base_url + path,
+                        params=params,
+                        content=content,
+                        headers=request_headers,
+                    ) as response:
+                        status = response.status_code
+                        rate = RateLimit.from_headers(response.headers, now=self.clock.time())
+                        body = await self._read_capped(response, endpoint)
+                        content_type = response.headers.get("content-type", "")
+            except TimeoutError as exc:
+                raise TransportError(
+                    f"timed out (no full answer within the {self.deadline:g} s deadline)",
+                    endpoint=endpoint,
+                    status=status,
+                ) from exc
             except httpx.TimeoutException as exc:
                 raise TransportError(
                     f"timed out ({type(exc).__name__})", endpoint=endpoint

@@ -11,11 +11,14 @@ clock for a daemon started as a subprocess. It exists for tests and benchmarks o
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 
 CLOCK_ENV = "DUVO_MONITOR_CLOCK"
 
@@ -68,3 +71,89 @@ class Clock:
 
     def to_environ(self) -> str:
         return f"speed={self.speed},origin={self.origin}"
+
+
+class _Timeline:
+    """The mutable part of a :class:`VirtualClock`: now, and who sleeps until when."""
+
+    __slots__ = ("changed", "now", "order", "sleepers")
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.sleepers: list[tuple[float, int, anyio.Event]] = []  # a heap by deadline
+        self.order = itertools.count()
+        self.changed = anyio.Event()  # set (and replaced) whenever someone starts sleeping
+
+    def wake_due(self) -> None:
+        while self.sleepers and self.sleepers[0][0] <= self.now:
+            heapq.heappop(self.sleepers)[2].set()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualClock(Clock):
+    """A clock whose time moves only when the test calls :meth:`advance`.
+
+    ``time()`` is ``origin`` plus the time advanced so far, ``monotonic()`` the time advanced;
+    ``sleep(s)`` waits until the test has advanced at least ``s`` past the moment it began (a
+    sleep of zero or less is a checkpoint). :meth:`sleeping` lets the test wait, with an anyio
+    event rather than a real sleep, until the code under test has gone to sleep on this clock.
+    Its events belong to the event loop: create it inside the test.
+    """
+
+    origin: float = 1_764_000_000.0
+    timeline: _Timeline = field(default_factory=lambda: _Timeline(0.0))
+
+    def time(self) -> float:
+        return self.origin + self.timeline.now
+
+    def monotonic(self) -> float:
+        return self.timeline.now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        timeline = self.timeline
+        woken = anyio.Event()
+        entry = (timeline.now + seconds, next(timeline.order), woken)
+        heapq.heappush(timeline.sleepers, entry)
+        changed, timeline.changed = timeline.changed, anyio.Event()
+        changed.set()
+        try:
+            await woken.wait()
+        finally:
+            if not woken.is_set():  # cancelled: no longer a sleeper
+                timeline.sleepers.remove(entry)
+                heapq.heapify(timeline.sleepers)
+
+    def wall(self, seconds: float) -> float:
+        """Code that bounds a wait by wall time (``move_on_after``) gets it as at speed 1: those
+        waits are on the event loop, not on this clock, and the test does not drive them."""
+        return seconds
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``; every sleeper whose deadline has come wakes."""
+        if seconds < 0:
+            raise ValueError("a clock cannot go back")
+        self.timeline.now += seconds
+        self.timeline.wake_due()
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks sleep on this clock now."""
+        return len(self.timeline.sleepers)
+
+    def next_deadline(self) -> float | None:
+        """Seconds from now until the first sleeper wakes, or None if nobody sleeps."""
+        if not self.timeline.sleepers:
+            return None
+        return max(0.0, self.timeline.sleepers[0][0] - self.timeline.now)
+
+    async def sleeping(self, count: int = 1) -> None:
+        """Return once at least ``count`` tasks sleep on this clock (always a checkpoint)."""
+        await anyio.lowlevel.checkpoint()
+        while len(self.timeline.sleepers) < count:
+            await self.timeline.changed.wait()
+
+    def to_environ(self) -> str:
+        raise TypeError("a virtual clock cannot be handed to another process")

@@ -13,6 +13,9 @@ A source that is absent is skipped; a source that is present but unusable (unrea
 UTF-8, empty) is a :class:`CredentialError` rather than a silent fall-through, because falling
 back past a broken credential would run the daemon with a key the operator did not mean.
 
+Every secret found here is registered for log redaction (:func:`duvo_monitor.logs.register_secret`)
+the moment it is read, so no caller can forget to (the webhook signing secret once was).
+
 Files are read synchronously: they are small, local, and read at start-up and on reload only.
 """
 
@@ -22,6 +25,8 @@ import hmac
 import os
 from collections.abc import Mapping
 from typing import ClassVar
+
+from duvo_monitor.logs import register_secret
 
 CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
 
@@ -176,4 +181,5 @@ def _secret(name: str, text: str, *, looked: list[str]) -> Secret:
         text = text[:-1]
     if not text:
         raise CredentialError(name, f"{looked[-1]} is empty", looked=tuple(looked))
+    register_secret(text)
     return Secret(text)

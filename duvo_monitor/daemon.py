@@ -180,7 +180,9 @@ class Monitor:
         self.poller = Poller(self.client, self.state, clock=self.clock, config=config.polling)
         given = self._given_sinks
         sinks = list(given) if given is not None else self._build_sinks(config)
-        self.fanout = FanOut(sinks, observer=self.telemetry, clock=self.clock)
+        self.fanout = FanOut(
+            sinks, observer=self.telemetry, clock=self.clock, spool_dir=config.state_dir
+        )
         self.watchlist = WatchList(ctx, state=self.state, outcome=self.outcome)
         self.pipeline = Pipeline(
             ctx,

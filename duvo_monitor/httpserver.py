@@ -54,9 +54,11 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     # Faults, for the simulator: close the connection without answering, or answer the headers
-    # with the full Content-Length and then only this many bytes of the body.
+    # with the full Content-Length and then only this many bytes of the body, or send the body
+    # one byte every ``trickle`` seconds.
     drop: bool = False
     truncate_to: int | None = None
+    trickle: float | None = None
 
     @classmethod
     def json(
@@ -212,7 +214,11 @@ async def _write_response(conn: h11.Connection, stream: SocketStream, response: 
     if response.truncate_to is not None:
         await stream.send(response.body[: response.truncate_to])
         return False
-    if response.body:
+    if response.trickle is not None:
+        for index in range(len(response.body)):
+            await anyio.sleep(response.trickle)
+            await stream.send(conn.send(h11.Data(data=response.body[index : index + 1])))
+    elif response.body:
         await stream.send(conn.send(h11.Data(data=response.body)))
     await stream.send(conn.send(h11.EndOfMessage()))
     return True

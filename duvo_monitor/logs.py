@@ -16,6 +16,9 @@ dicts and lists, the formatted traceback): values registered with :func:`registe
 each secret, raw and in its JSON- and repr-escaped spellings, which catches secrets hidden inside
 objects the first pass cannot see into (an exception's args, a dataclass's repr).
 
+Lists of unbounded length (the ids of a dropped batch) are logged through :func:`capped`: the
+first few and a count of the rest, so one line stays one line however large the batch.
+
 Exceptions are always formatted to plain text before redaction; the console renderer's pretty
 tracebacks would otherwise be drawn after the redactor has run.
 """
@@ -46,6 +49,8 @@ MIN_SECRET_LENGTH = 4
 SECRET_FIELD = re.compile(r"key|secret|token|password|passwd|authorization|cookie", re.IGNORECASE)
 # Standard Webhooks secrets are "whsec_" + base64 of the key; the key alone is secret too.
 WEBHOOK_SECRET_PREFIX = "whsec_"
+# How many items of a list :func:`capped` keeps: enough to find the batch, never the batch.
+LOGGED_ITEMS_MAX = 10
 # Libraries whose INFO lines are per request: 300 a minute of noise.
 CHATTY_LIBRARIES = ("httpx", "httpcore", "hpack")
 
@@ -102,6 +107,20 @@ def register_secret(value: str) -> None:
 def forget_secrets() -> None:
     """Forget every registered secret (for tests)."""
     _SECRETS.clear()
+
+
+def capped(values: Iterable[str], limit: int = LOGGED_ITEMS_MAX) -> list[str]:
+    """At most ``limit`` of ``values`` for a log field, then ``"... N more"`` if any were cut."""
+    kept: list[str] = []
+    more = 0
+    for value in values:
+        if len(kept) < limit:
+            kept.append(value)
+        else:
+            more += 1
+    if more:
+        kept.append(f"... {more} more")
+    return kept
 
 
 def redact(value: Any, secrets: Secrets) -> Any:
@@ -229,6 +248,7 @@ def _route_stdlib(
 __all__ = [
     "REDACTED",
     "Secrets",
+    "capped",
     "configure_logging",
     "forget_secrets",
     "redact",

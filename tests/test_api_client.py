@@ -1270,3 +1270,54 @@ async def against(sim: Any, clock: Clock, version: Any) -> None:
                 await wrong.get_run(runs.data[0].id)
             assert "wrong-key" not in str(info.value)
         tg.cancel_scope.cancel()
+
+
+async def test_a_trickled_answer_is_abandoned_at_the_deadline_and_retried() -> None:
+    """A body sent one byte a second beats every per-phase timeout of httpx; the request
+    deadline abandons it as a timeout (observed like one), and the retry gets the answer."""
+    from simfixtures import manual_clock, run_id, scenario
+
+    from duvo_monitor.simulator import Simulator
+    from duvo_monitor.simulator.faults import Faults, Window
+
+    clock = manual_clock()
+    run = run_id(1)
+    sim = Simulator(
+        scenario([{"id": run, "agent": "a0000000-0000-4000-8000-000000000003"}]),
+        clock=clock,
+        api_keys={"sim-key"},
+        faults=Faults(trickle=1.0, trickle_interval=1.0, window=Window(end=60)),
+    )
+    seen: list[Observation] = []
+
+    def observe(observation: Observation) -> None:
+        seen.append(observation)
+        if observation.error is not None:
+            clock.forward(120)  # the trickling stops for the retry: past the fault's window
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            bound = await tg.start(sim.serve, "127.0.0.1", 0)
+            async with make_http_client(timeout=httpx.Timeout(5.0)) as http:
+                client = DuvoClient(
+                    http=http,
+                    base_url=bound.url,
+                    api_key=Secret("sim-key"),
+                    clock=clock,
+                    observers=(observe,),
+                    deadline=1.5,
+                )
+                snap = await with_retries(
+                    lambda: client.get_run(run), retry=Retry(attempts=3), clock=FAST
+                )
+            tg.cancel_scope.cancel()
+    assert snap.run is not None and snap.run.id == run
+    assert [o.error for o in seen] == ["TransportError", None]
+    assert seen[0].status == 200  # the headers came in time; the body did not
+
+
+async def test_the_request_deadline_must_be_positive() -> None:
+    """A zero deadline would abandon every request: refused when the client is built."""
+    async with make_http_client() as http:
+        with pytest.raises(ValueError, match="deadline"):
+            DuvoClient(http=http, base_url=BASE, api_key=Secret(KEY), deadline=0)

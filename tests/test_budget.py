@@ -1,16 +1,21 @@
-"""The request budget: never more than N in any window; the server can only tighten it."""
+"""The request budget: never more than N in any window; the server can only tighten it.
+
+Time is a :class:`VirtualClock`: it moves only when a test advances it (or, in
+:func:`jumping`, to the next deadline once the budget sleeps), so no assertion depends on how
+fast the machine is; tasks are synchronised on the clock's sleepers, never on real sleeps.
+"""
 
 from __future__ import annotations
-
-import time
 
 import anyio
 import pytest
 
 from duvo_monitor.api import Observation
 from duvo_monitor.budget import Budget
-from duvo_monitor.clock import Clock
+from duvo_monitor.clock import VirtualClock
 from duvo_monitor.models import RateLimit
+
+T0 = VirtualClock().origin
 
 
 def observation(status: int = 200, **rate: float) -> Observation:
@@ -19,29 +24,41 @@ def observation(status: int = 200, **rate: float) -> Observation:
         status=status,
         seconds=0.01,
         rate=RateLimit(**rate),  # type: ignore[arg-type]
-        at=time.time(),
+        at=T0,
     )
+
+
+async def jumping(clock: VirtualClock) -> None:
+    """Whenever the code under test sleeps, move time to the first sleeper's deadline (the
+    budget is the only sleeper, so this is the time it would have waited)."""
+    while True:
+        await clock.sleeping(1)
+        clock.advance(clock.next_deadline() or 0.0)
 
 
 @pytest.mark.anyio
 async def test_never_more_than_limit_in_any_window() -> None:
-    """With a 600x clock, 30/min admits 30 at once, and the 31st only a window later."""
-    clock = Clock.scaled(600)
+    """30/min admits 30 at once, and the 31st only a window (plus the margin) later."""
+    clock = VirtualClock()
     budget = Budget(30, clock=clock, window=60, margin=1)
     sent: list[float] = []
-    with anyio.fail_after(5):
-        for _ in range(45):
-            await budget.acquire()
-            sent.append(clock.monotonic())
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(jumping, clock)
+            for _ in range(45):
+                await budget.acquire()
+                sent.append(clock.monotonic())
+            tg.cancel_scope.cancel()
     for i, t in enumerate(sent):
         in_window = [s for s in sent if t <= s < t + 60]
         assert len(in_window) <= 30, i
-    assert sent[30] - sent[0] >= 61 - 0.5
+    assert sent[29] == sent[0]
+    assert sent[30] - sent[0] >= 61
 
 
 def test_server_limit_tightens_never_loosens() -> None:
     """x-ratelimit-limit below ours lowers the budget; above ours changes nothing."""
-    budget = Budget(300, clock=Clock())
+    budget = Budget(300, clock=VirtualClock())
     budget.observe(observation(limit=100))
     assert budget.limit == 100
     budget.observe(observation(limit=1000))
@@ -50,25 +67,29 @@ def test_server_limit_tightens_never_loosens() -> None:
 
 def test_429_pauses_everything_until_retry_after() -> None:
     """A 429 with retry-after pauses all requests for that long."""
-    budget = Budget(300, clock=Clock())
+    clock = VirtualClock()
+    budget = Budget(300, clock=clock)
     assert budget.wait_time() == 0
     budget.observe(observation(429, retry_after=7))
-    assert 6 < budget.wait_time() <= 7
+    assert budget.wait_time() == 7
+    clock.advance(7)
+    assert budget.wait_time() == 0
     assert budget.rate_limited == 1
 
 
 def test_429_without_header_pauses_cautiously() -> None:
     """A bare 429 still pauses (a few seconds), never ignored."""
-    budget = Budget(300, clock=Clock())
+    budget = Budget(300, clock=VirtualClock())
     budget.observe(observation(429))
     assert budget.wait_time() > 0
 
 
 def test_server_remaining_zero_waits_for_reset() -> None:
     """remaining 0 with a reset in 20 s: no request before the reset."""
-    budget = Budget(300, clock=Clock())
-    budget.observe(observation(remaining=0, reset=time.time() + 20))
-    assert 19 < budget.wait_time() <= 20
+    clock = VirtualClock()
+    budget = Budget(300, clock=clock)
+    budget.observe(observation(remaining=0, reset=clock.time() + 20))
+    assert budget.wait_time() == 20
     snap = budget.snapshot()
     assert snap.remaining == 0
 
@@ -76,36 +97,44 @@ def test_server_remaining_zero_waits_for_reset() -> None:
 def test_rejects_zero_budget() -> None:
     """A budget of 0 requests is a configuration error, not a hang."""
     with pytest.raises(ValueError, match="at least one"):
-        Budget(0, clock=Clock())
+        Budget(0, clock=VirtualClock())
 
 
 @pytest.mark.anyio
 async def test_sweeps_go_ahead_of_the_queue() -> None:
     """With the budget full, a waiting list-runs sweep is admitted before queued polls."""
-    clock = Clock.scaled(300)
+    clock = VirtualClock()
     budget = Budget(5, clock=clock, window=6, margin=0)
     for _ in range(5):
         await budget.acquire()
     order: list[str] = []
+    all_in = anyio.Event()
 
     async def ask(name: str, endpoint: str) -> None:
         await budget.acquire(endpoint)
         order.append(name)
+        if len(order) == 3:
+            all_in.set()
 
-    with anyio.fail_after(5):
+    with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(ask, "poll-1", "GET /v2/runs/{run_id}/messages")
             tg.start_soon(ask, "poll-2", "GET /v2/runs/{run_id}/messages")
-            await anyio.sleep(0.001)
+            await clock.sleeping(1)  # poll-1 waits at the gate, poll-2 behind it
             tg.start_soon(ask, "sweep", "GET /v2/teams/{teamId}/runs")
-    assert order[0] == "sweep"
+            await clock.sleeping(2)  # the sweep waits too
+            assert order == []
+            tg.start_soon(jumping, clock)
+            await all_in.wait()
+            tg.cancel_scope.cancel()
+    assert order[0] == "sweep" and sorted(order[1:]) == ["poll-1", "poll-2"]
 
 
 @pytest.mark.anyio
 async def test_requests_are_counted_by_kind() -> None:
     """Sweeps, hinted (urgent) and routine requests are counted apart: the daemon paces its
     sweep rounds on what the routine probes leave."""
-    clock = Clock.scaled(300)
+    clock = VirtualClock()
     budget = Budget(50, clock=clock)
     await budget.acquire("GET /v2/teams/{teamId}/runs")
     await budget.acquire("GET /v2/runs/{run_id}/messages")
@@ -119,15 +148,16 @@ async def test_requests_are_counted_by_kind() -> None:
 @pytest.mark.anyio
 async def test_waiting_counts_requests_held_at_the_gate() -> None:
     """The dispatcher holds polls while requests wait at the gate: it can see them."""
-    clock = Clock.scaled(300)
+    clock = VirtualClock()
     budget = Budget(1, clock=clock, window=3, margin=0)
     await budget.acquire()
     seen: list[int] = []
-    with anyio.fail_after(5):
+    with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(budget.acquire)
-            await anyio.sleep(0.001)
+            await clock.sleeping(1)
             seen.append(budget.waiting)
+            clock.advance(3)
     assert seen == [1] and budget.waiting == 0
 
 
@@ -135,7 +165,7 @@ def test_slow_answers_widen_the_window() -> None:
     """A request reaches the server before its answer returns: with answers slower than the
     margin, the window grows by the slowest of them, so late arrivals cannot crowd a window
     of the server's (capped, and back to normal once the slow answer leaves the window)."""
-    clock = Clock.scaled(1)
+    clock = VirtualClock()
     budget = Budget(300, clock=clock)
     assert budget.window == 61.0
     budget.observe(Observation(endpoint="x", status=200, seconds=0.2, rate=RateLimit(), at=0.0))

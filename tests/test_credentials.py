@@ -174,3 +174,35 @@ def test_a_credential_name_cannot_escape_the_credentials_directory(name: str) ->
     """Names are single path components, so a config value cannot read an arbitrary file."""
     with pytest.raises(ValueError, match="not a credential name"):
         read_secret(name, environ={"CREDENTIALS_DIRECTORY": "/run/credentials/x"})
+
+
+def test_every_secret_read_is_registered_for_log_redaction(tmp_path: Path) -> None:
+    """Whatever the source, a secret read here is redacted from every later log line, with no
+    further step for the caller to forget (the webhook signing secret once was never shown to
+    the redactor)."""
+    import io
+    import logging
+
+    import structlog
+
+    from duvo_monitor.logs import configure_logging, forget_secrets
+
+    (tmp_path / "hook").write_text("whsec_from_a_file_0123456789\n")
+    environ = {"WEBHOOK_SECRET": "whsec_from_the_env_abcdef"}
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("debug", json=True, stream=out)
+        from_env = require_secret("webhook-secret", environ=environ, env_var="WEBHOOK_SECRET")
+        from_file = require_secret("webhook-secret", environ={}, file=str(tmp_path / "hook"))
+        for secret in (from_env, from_file):
+            structlog.get_logger("t").debug("leak", detail=f"value {secret.reveal()}")
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        forget_secrets()
+    logged = out.getvalue()
+    assert logged.count("***") == 2
+    assert "from_the_env" not in logged and "from_a_file" not in logged

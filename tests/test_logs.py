@@ -7,8 +7,10 @@ import json
 import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import structlog
 
@@ -227,3 +229,102 @@ def test_short_values_are_not_registered() -> None:
     configure_logging(stream=out)
     structlog.get_logger().info("about a tab")
     assert json_lines(out)[0]["event"] == "about a tab"
+
+
+# -- every configured secret, through a world ------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_no_configured_secret_reaches_debug_logs_of_a_world(tmp_path: Path) -> None:
+    """The daemon runs a small world at debug level with every secret configured (API key,
+    control token, webhook signing secret, the control webhook path): none of their values is
+    in what it logged, nor in a line that quotes each of them outright, as a careless error
+    message would; every secret the daemon read is registered for redaction."""
+    from simfixtures import PLAIN_AGENT, run_id, scenario
+    from sinkkit import Receiver
+
+    from duvo_monitor import httpserver
+    from duvo_monitor.clock import Clock
+    from duvo_monitor.config import parse_config
+    from duvo_monitor.credentials import API_KEY as API_KEY_ID
+    from duvo_monitor.credentials import CONTROL_TOKEN, require_secret
+    from duvo_monitor.daemon import Monitor
+    from duvo_monitor.demo import follow_world, running
+    from duvo_monitor.simulator import Simulator
+
+    api_key = "duvo_sk_live_world_9f8e7d6c5b4a"
+    token = "ctl-token-0c1d2e3f4a5b6c7d"
+    hook_path = "hooks/duvo-3b9d7f1e5c2a4b6d8e0f"
+    environ = {
+        "DUVO_API_KEY": api_key,
+        "DUVO_MONITOR_CONTROL_TOKEN": token,
+        "DUVO_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+    out = io.StringIO()
+    configure_logging("debug", json=True, stream=out)
+    clock = Clock.scaled(40)
+    run = run_id(7)
+    sim = Simulator(scenario([{"id": run, "agent": PLAIN_AGENT}]), clock=clock, api_keys={api_key})
+    receiver = Receiver()
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            bound = await tg.start(sim.serve, "127.0.0.1", 0)
+            hooks = await tg.start(
+                lambda task_status: httpserver.serve(
+                    receiver.handle, "127.0.0.1", 0, name="receiver", task_status=task_status
+                )
+            )
+            config = parse_config(
+                {
+                    "api": {"base_url": bound.url, "key_env": "DUVO_API_KEY"},
+                    "state": {"path": str(tmp_path / "state.db")},
+                    "watch": {"runs": [run]},
+                    "polling": {"min_interval": "500ms"},
+                    "control": {"listen": "127.0.0.1:0", "webhook_path": hook_path},
+                    "sinks": [
+                        {
+                            "type": "webhook",
+                            "name": "hook",
+                            "url": f"{hooks.url}/events",
+                            "secret_env": "DUVO_WEBHOOK_SECRET",
+                        }
+                    ],
+                }
+            )
+            monitor = Monitor(
+                config,
+                api_key=require_secret(API_KEY_ID, environ=environ, env_var="DUVO_API_KEY"),
+                environ=environ,
+                clock=clock,
+                handle_signals=False,
+                control_token=require_secret(
+                    CONTROL_TOKEN, environ=environ, env_var="DUVO_MONITOR_CONTROL_TOKEN"
+                ),
+            )
+            async with running(monitor):
+                assert await follow_world(monitor, sim, step=2.0)
+                while not receiver.accepted:  # the webhook sink posted, signed
+                    await clock.sleep(0.5)
+            tg.cancel_scope.cancel()
+    assert receiver.accepted[0].headers.get("webhook-signature", "").startswith("v1,")
+    world_logged = out.getvalue()
+    assert '"level": "debug"' in world_logged or '"level":"debug"' in world_logged
+    for value in (api_key, token, WEBHOOK_SECRET, hook_path):
+        assert value not in world_logged, f"a secret in the world's logs: {value[:6]}..."
+    probe = structlog.get_logger("probe")
+    for value in (api_key, token, WEBHOOK_SECRET):
+        probe.debug("a careless message", detail=f"it was {value}!", error=ValueError(value))
+    logged = out.getvalue()
+    for value in (api_key, token, WEBHOOK_SECRET, WEBHOOK_SECRET.removeprefix("whsec_")):
+        assert value not in logged, f"a secret in the logs: {value[:6]}..."
+    assert logged.count(REDACTED) >= 3
+
+
+def test_capped_keeps_the_first_items_and_counts_the_rest() -> None:
+    """A list of any length logs as at most ten items and a count of the others."""
+    from duvo_monitor.logs import capped
+
+    ids = [f"id-{n}" for n in range(500)]
+    assert capped(ids) == [*ids[:10], "... 490 more"]
+    assert capped(ids[:10]) == ids[:10]
+    assert capped(iter(ids[:3]), limit=2) == ["id-0", "id-1", "... 1 more"]

@@ -929,3 +929,26 @@ def test_simulate_main_refuses_bad_input(tmp_path: Any, capsys: pytest.CaptureFi
     Args.scenario = None  # type: ignore[assignment]
     Args.listen = "nowhere"
     assert simulate_main(Args(), environ={}) == 2
+
+
+@pytest.mark.anyio
+async def test_trickled_answers_come_a_byte_at_a_time() -> None:
+    """trickle: the headers at once, then the body one byte every trickle_interval seconds,
+    so no single read waits long (httpx's read timeout never fires) yet the body is late."""
+    sim = make_sim(faults=Faults(trickle=1.0, trickle_interval=0.005))
+    async with serving(sim) as client:
+        started = time.perf_counter()
+        async with client.stream("GET", f"/v1/runs/{DONE}") as response:
+            assert response.status_code == 200
+            chunks = [chunk async for chunk in response.aiter_raw()]
+        took = time.perf_counter() - started
+    body = b"".join(chunks)
+    assert json.loads(body)["run"]["id"] == DONE
+    assert len(chunks) > 1
+    assert took >= len(body) * 0.005 * 0.9  # a lower bound: each byte waited its interval
+
+
+def test_trickle_interval_must_be_positive() -> None:
+    """A zero interval would be no trickle at all: refused."""
+    with pytest.raises(ValueError, match="trickle_interval"):
+        Faults(trickle=1.0, trickle_interval=0)

@@ -10,7 +10,9 @@ request, which faults hit it (:class:`Roll`); the server then acts on the roll. 
   decided before the request is handled, so a faulted request has no effect on the world;
 - answer faults that damage a successful answer: ``truncate`` (the body is cut under a full
   ``Content-Length``), ``malformed`` (not JSON although ``application/json``), ``extra_fields``
-  (unknown fields added to every object), and ``slow`` (the answer waits ``slow_delay``);
+  (unknown fields added to every object), ``slow`` (the answer waits ``slow_delay``), and
+  ``trickle`` (the body goes out one byte every ``trickle_interval`` wall-clock seconds, which
+  httpx's per-phase timeouts never catch: each byte arrives well within the read timeout);
 - world faults that change the run the request is about, and land in the truth log:
   ``unknown_status`` (a made-up status for ``unknown_status_duration``), ``unknown_message_type``
   (a message of a type Duvo never documented), ``edit_message`` (a visible message's text changes
@@ -29,11 +31,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 WIRE = ("drop", "error_500", "error_502", "error_503", "html")
-ANSWER = ("slow", "truncate", "malformed", "extra_fields")
+ANSWER = ("slow", "trickle", "truncate", "malformed", "extra_fields")
 WORLD = ("unknown_status", "unknown_message_type", "edit_message")
 KINDS = WIRE + ANSWER + WORLD
 
 DEFAULT_SLOW_DELAY = 2.0
+DEFAULT_TRICKLE_INTERVAL = 1.0
 DEFAULT_UNKNOWN_STATUS_DURATION = 10.0
 UNKNOWN_STATUSES = ("queued_for_review", "paused", "throttled", "migrating")
 UNKNOWN_MESSAGE_TYPES = ("canvas_update", "artifact", "citation", "plan_step")
@@ -58,6 +61,7 @@ class Faults:
     error_502: float = 0.0
     error_503: float = 0.0
     slow: float = 0.0
+    trickle: float = 0.0
     drop: float = 0.0
     truncate: float = 0.0
     malformed: float = 0.0
@@ -67,6 +71,7 @@ class Faults:
     unknown_message_type: float = 0.0
     edit_message: float = 0.0
     slow_delay: float = DEFAULT_SLOW_DELAY
+    trickle_interval: float = DEFAULT_TRICKLE_INTERVAL
     unknown_status_duration: float = DEFAULT_UNKNOWN_STATUS_DURATION
     window: Window | None = None
 
@@ -77,6 +82,8 @@ class Faults:
                 raise ValueError(f"{kind}: a probability must be within 0..1, not {p!r}")
         if self.slow_delay < 0 or self.unknown_status_duration < 0:
             raise ValueError("slow_delay and unknown_status_duration cannot be negative")
+        if self.trickle_interval <= 0:
+            raise ValueError("trickle_interval must be positive")
 
     @property
     def any(self) -> bool:
@@ -92,6 +99,7 @@ class Roll:
 
     kinds: frozenset[str] = frozenset()
     slow_delay: float = 0.0
+    trickle_interval: float = DEFAULT_TRICKLE_INTERVAL
     unknown_status_duration: float = DEFAULT_UNKNOWN_STATUS_DURATION
 
     @property
@@ -110,6 +118,7 @@ def roll(plans: Iterable[Faults], elapsed: float, rng: random.Random) -> Roll:
     """Draw which faults hit a request ``elapsed`` simulated seconds after the start."""
     kinds: set[str] = set()
     slow_delay = 0.0
+    trickle_interval = DEFAULT_TRICKLE_INTERVAL
     duration = DEFAULT_UNKNOWN_STATUS_DURATION
     for plan in plans:
         if plan.window is not None and elapsed not in plan.window:
@@ -120,11 +129,18 @@ def roll(plans: Iterable[Faults], elapsed: float, rng: random.Random) -> Roll:
                 kinds.add(kind)
                 if kind == "slow":
                     slow_delay = max(slow_delay, plan.slow_delay)
+                elif kind == "trickle":
+                    trickle_interval = plan.trickle_interval
                 elif kind == "unknown_status":
                     duration = plan.unknown_status_duration
     if not kinds:
         return NO_FAULTS
-    return Roll(kinds=frozenset(kinds), slow_delay=slow_delay, unknown_status_duration=duration)
+    return Roll(
+        kinds=frozenset(kinds),
+        slow_delay=slow_delay,
+        trickle_interval=trickle_interval,
+        unknown_status_duration=duration,
+    )
 
 
 def html_page(status: int) -> bytes:

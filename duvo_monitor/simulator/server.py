@@ -259,6 +259,8 @@ class Simulator:
             body=body,
             headers=[("content-type", "application/json"), *answer.headers, *headers],
         )
+        if ok and "trickle" in roll:
+            response.trickle = roll.trickle_interval
         if ok and "truncate" in roll:
             response.truncate_to = max(1, len(body) // 2)
         elif ok and "malformed" in roll:

@@ -141,8 +141,9 @@ class Spool:
 
     # --- append / read / ack ----------------------------------------------------------------
 
-    def append(self, lines: list[bytes], now: float) -> None:
-        """Spool ``lines`` (JSON lines) durably: fsynced when this returns."""
+    def append(self, lines: list[bytes], now: float) -> int:
+        """Spool ``lines`` (JSON lines) durably: fsynced when this returns. Returns the first
+        record's sequence number (the others follow it)."""
         with self._lock:
             if self._writer is None or self._segments[-1].size >= self.segment_bytes:
                 self._start_segment()
@@ -164,7 +165,9 @@ class Spool:
                     log.error("cannot cut a failed spool append back", path=segment.path)
                 raise
             segment.size = start + len(data)
+            first = self._next
             self._next += len(lines)
+            return first
 
     def read(self, limit: int) -> list[Record]:
         """Up to ``limit`` unacknowledged records after those already read, oldest first."""
