@@ -40,7 +40,7 @@ from duvo_monitor.budget import URGENT, Budget
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import Config, load_config, read_runs_file
 from duvo_monitor.credentials import Secret
-from duvo_monitor.differ import Checkpoint
+from duvo_monitor.differ import NOT_FOUND_GRACE, Checkpoint
 from duvo_monitor.errors import (
     ApiError,
     ConfigError,
@@ -106,8 +106,10 @@ class Monitor:
         handle_signals: bool = True,
         notifier: Notifier | None = None,
         control_token: Secret | None = None,
+        appear_grace: float = NOT_FOUND_GRACE,
     ) -> None:
         self.config = config
+        self.appear_grace = appear_grace  # how long a never-seen run may 404 before it is lost
         self.api_key = api_key
         self.environ = environ
         self.clock = clock or Clock()
@@ -179,7 +181,13 @@ class Monitor:
                 gate=None if config.polling.policy == "fixed" else self.budget.acquire,
                 observers=(self._observe,),
             )
-            self.poller = Poller(self.client, self.state, clock=self.clock, config=config.polling)
+            self.poller = Poller(
+                self.client,
+                self.state,
+                clock=self.clock,
+                config=config.polling,
+                not_found_grace=self.appear_grace,
+            )
             sinks = (
                 list(self._given_sinks)
                 if self._given_sinks is not None
