@@ -202,8 +202,9 @@ def render(
             doing = Text.assemble(
                 ("asks: ", "magenta"), row.question, "\n", (f"$ {row.respond}", "bold")
             )
+            doing.overflow = "fold"  # the command is worth its lines, whole
         else:
-            doing = Text(row.doing)
+            doing = Text(row.doing, no_wrap=True, overflow="ellipsis")
         cells.append(doing)
         table.add_row(*cells)
     return Group(table, Text(footer(state, budget), style="dim"))
@@ -225,9 +226,10 @@ class _LogLines(io.TextIOBase):
     board (a raw write to the same terminal would tear the redraw); before and after, the
     lines go straight to ``fallback`` (stderr)."""
 
-    def __init__(self, board: BoardSink, fallback: TextIO) -> None:
+    def __init__(self, board: BoardSink, fallback: TextIO, *, colour: bool) -> None:
         self._board = board
         self._fallback = fallback
+        self._colour = colour
         self._partial = ""
 
     def write(self, text: str) -> int:
@@ -245,7 +247,8 @@ class _LogLines(io.TextIOBase):
         self._fallback.flush()
 
     def isatty(self) -> bool:
-        return self._fallback.isatty()
+        # The log renderer colours its lines only for a terminal: NO_COLOR says no colours.
+        return self._colour and self._fallback.isatty()
 
 
 class BoardSink(InProcessSink):
@@ -268,9 +271,9 @@ class BoardSink(InProcessSink):
         self.budget = budget
         self.live: Live | None = None
 
-    def log_stream(self, fallback: TextIO | None = None) -> TextIO:
+    def log_stream(self, fallback: TextIO | None = None, *, colour: bool = True) -> TextIO:
         """Where log lines should go while the board is up (see :class:`_LogLines`)."""
-        return cast(TextIO, _LogLines(self, fallback or sys.stderr))
+        return cast(TextIO, _LogLines(self, fallback or sys.stderr, colour=colour))
 
     def renderable(self) -> RenderableType:
         snapshot = self.budget() if self.budget is not None else None

@@ -355,10 +355,11 @@ def _board(
         respond_prefix=respond_prefix,
     )
     if sys.stderr.isatty():
+        as_json = _log_format(environ)
         configure_logging(
             args.log_level or environ.get("DUVO_MONITOR_LOG_LEVEL", "info"),
-            json=_log_format(environ),
-            stream=board.log_stream(sys.stderr),
+            json=False if as_json is None else as_json,
+            stream=board.log_stream(sys.stderr, colour=console.no_color is not True),
         )
     return board
 

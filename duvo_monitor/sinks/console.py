@@ -52,6 +52,8 @@ def describe(event: Event) -> str:
         waited = data.get("waited_seconds")
         return "human request resolved" + (f" after {waited:.0f}s" if waited is not None else "")
     if kind == "run.lost":
+        if data.get("last_status") is None:
+            return "run not found (the API never showed it)"
         return "run lost (the API no longer knows it)"
     if kind.startswith("run."):
         took = data.get("duration_seconds")
