@@ -27,7 +27,14 @@ import structlog
 from duvo_monitor import __version__
 from duvo_monitor.api import DuvoClient, make_http_client, require_uuid, with_retries
 from duvo_monitor.clock import Clock
-from duvo_monitor.config import Config, ControlConfig, WatchConfig, load_config, parse_config
+from duvo_monitor.config import (
+    DEFAULT_KEY_ENV,
+    Config,
+    ControlConfig,
+    WatchConfig,
+    load_config,
+    parse_config,
+)
 from duvo_monitor.credentials import (
     API_KEY,
     CONTROL_TOKEN,
@@ -173,7 +180,8 @@ TARGET_EPILOG = (
     f"Which API: each of --base-url, --api-version, --team-id and --requests-per-minute is "
     f"taken from the flag, else the environment (${URL_ENV}, ${VERSION_ENV}, ${TEAM_ENV}), "
     f"else the --config file (api.*), else the default (https://api.duvo.ai, v2, the key's "
-    f"first team, 300)."
+    f"only team, 300). The key: ${DEFAULT_KEY_ENV}, api.key_file, or the systemd credential "
+    f"{API_KEY}."
 )
 
 
