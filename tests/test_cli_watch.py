@@ -135,11 +135,13 @@ def test_timeout_exits_124_naming_what_was_still_running(
     plain = served.start_run(PLAIN)
     served.wait(long, lambda r: r["status"] == "running")
     served.wait(plain, lambda r: r["status"] == "completed")
+    # 100 simulated seconds (5 s of wall time): ample for the ended run to be seen even on a
+    # loaded machine, nothing against the long run's two hours.
     result = cli(
-        capsys, environ(served), "watch", long, plain, "--base-url", served.url, "--timeout", "30s"
+        capsys, environ(served), "watch", long, plain, "--base-url", served.url, "--timeout", "100s"
     )
     assert result.code == 124, result.err
-    line = next(x for x in result.err.splitlines() if "timed out after 30s" in x)
+    line = next(x for x in result.err.splitlines() if "timed out after 100s" in x)
     assert f"{long} (running)" in line and plain not in line
     assert {e["subject"] for e in events(result.out)} == {long, plain}
 
