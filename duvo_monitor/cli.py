@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -382,6 +383,7 @@ def _duration_arg(flag: str, value: str | None, default: float | None) -> float 
 
 
 def cmd_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from duvo_monitor.daemon import _leave_stuck_threads
     from duvo_monitor.watch import DEFAULT_APPEAR_TIMEOUT, WatchOptions, watch
 
     run_ids = [require_uuid(r, "run id") for r in args.run_ids]
@@ -413,13 +415,17 @@ def cmd_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 board=board,
             )
 
+        before = set(threading.enumerate())
         try:
-            return anyio.run(go)
+            code = anyio.run(go)
         except DuvoMonitorError as exc:
             if isinstance(exc, ConfigError | ApiError):
                 raise
             log.error("watch failed", error=str(exc))
             return 1
+    # As `run` does: a write stuck on a stalled pipe (`watch ... | less`) must not hold the exit.
+    _leave_stuck_threads(before, code)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
