@@ -107,7 +107,6 @@ async def watch(
     sinks: Sequence[Sink] | None = None,
     board: BoardSink | None = None,
     err: TextIO | None = None,
-    task_status: TaskStatus[Monitor] = anyio.TASK_STATUS_IGNORED,
 ) -> int:
     """Watch ``options.run_ids`` to their end; the exit code (see the module docstring)."""
     err = err or sys.stderr
@@ -164,7 +163,6 @@ async def watch(
             tg.cancel_scope.cancel()  # every run ended (or the daemon failed): done
 
         await tg.start(follow)
-        task_status.started(monitor)
         left = deadline - (clock.monotonic() - started)
         with anyio.move_on_after(clock.wall(max(0.0, left))) as overall:
             await _hurry_the_missing(monitor, options, clock)
