@@ -1,7 +1,12 @@
 """``duvo-monitor`` subcommands -> exit codes. Wiring only; the work is in the modules.
 
-Exit codes: 0 success; 1 a run failed (``watch``) or the daemon failed; 2 bad usage or config
-(every problem listed with its YAML path, no traceback); 130/143 interrupted twice.
+Exit codes: 0 success; 1 a run failed, was lost or was not found (``watch``), or the daemon
+failed; 2 bad usage or config (every problem listed with its YAML path, no traceback), or a key
+the API refused (``watch``); 124 ``watch --timeout`` passed; 130/143 interrupted twice.
+
+The API the one-shot commands talk to is resolved by :mod:`duvo_monitor.target` (flag >
+environment > ``--config`` > default); ``watch`` itself is :mod:`duvo_monitor.watch`, and its
+live board on a terminal :mod:`duvo_monitor.board`.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -21,11 +27,31 @@ import structlog
 
 from duvo_monitor import __version__
 from duvo_monitor.api import DuvoClient, make_http_client, require_uuid, with_retries
-from duvo_monitor.config import Config, ControlConfig, WatchConfig, load_config, parse_config
-from duvo_monitor.credentials import API_KEY, CONTROL_TOKEN, CredentialError, Secret, read_secret
-from duvo_monitor.errors import ApiError, ConfigError
+from duvo_monitor.clock import Clock
+from duvo_monitor.config import (
+    DEFAULT_KEY_ENV,
+    Config,
+    ControlConfig,
+    WatchConfig,
+    load_config,
+    parse_config,
+)
+from duvo_monitor.credentials import (
+    API_KEY,
+    CONTROL_TOKEN,
+    CREDENTIALS_DIRECTORY_ENV,
+    CredentialError,
+    Secret,
+    read_secret,
+)
+from duvo_monitor.errors import ApiError, ConfigError, DuvoMonitorError
 from duvo_monitor.logs import configure_logging, register_secret
 from duvo_monitor.models import HumanResponse
+from duvo_monitor.target import TEAM_ENV, URL_ENV, VERSION_ENV, TargetFlags, resolve_target
+from duvo_monitor.units import parse_duration
+
+if TYPE_CHECKING:
+    from duvo_monitor.board import BoardSink
 
 log = structlog.get_logger("duvo_monitor.cli")
 
@@ -84,10 +110,19 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True)
     check.set_defaults(handler=cmd_check_config)
 
-    watch = sub.add_parser("watch", help="follow runs until each has ended")
+    watch = sub.add_parser(
+        "watch",
+        help="follow runs until each has ended",
+        description="Follow runs until each has ended: a live board on a terminal, JSON lines "
+        "on a pipe. Exit 0 when all completed, 1 when one did not (or was not found), 2 when "
+        "the API refused the key, 124 when --timeout passed.",
+        epilog=TARGET_EPILOG,
+    )
     watch.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     watch.add_argument("--config", help="take api settings from this config")
     watch.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    _watch_args(watch)
+    _target_args(watch)
     watch.set_defaults(handler=cmd_watch)
 
     demo = sub.add_parser("demo", help="the simulator with a lively scenario, and the daemon")
@@ -106,21 +141,24 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--api-key", default="sim-key")
     sim.set_defaults(handler=cmd_simulate)
 
-    start = sub.add_parser("start", help="start a run")
+    start = sub.add_parser("start", help="start a run", epilog=TARGET_EPILOG)
     start.add_argument("--agent-id", required=True)
     start.add_argument("--message")
     start.add_argument("--sandbox-id")
     start.add_argument("--watch", action="store_true", help="then follow it until it ends")
     start.add_argument("--config")
+    _watch_args(start)
+    _target_args(start)
     start.set_defaults(handler=cmd_start)
 
-    send = sub.add_parser("send", help="post a message to a run (resumes it)")
+    send = sub.add_parser("send", help="post a message to a run (resumes it)", epilog=TARGET_EPILOG)
     send.add_argument("run_id")
     send.add_argument("text")
     send.add_argument("--config")
+    _target_args(send)
     send.set_defaults(handler=cmd_send)
 
-    respond = sub.add_parser("respond", help="answer a run's human request")
+    respond = sub.add_parser("respond", help="answer a run's human request", epilog=TARGET_EPILOG)
     respond.add_argument("run_id")
     respond.add_argument("request_id")
     group = respond.add_mutually_exclusive_group(required=True)
@@ -128,20 +166,90 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--deny", action="store_true")
     group.add_argument("--answer", action="append", metavar="QUESTION=ANSWER")
     respond.add_argument("--config")
+    _target_args(respond)
     respond.set_defaults(handler=cmd_respond)
 
-    stop = sub.add_parser("stop", help="stop a run")
+    stop = sub.add_parser("stop", help="stop a run", epilog=TARGET_EPILOG)
     stop.add_argument("run_id")
     stop.add_argument("--config")
+    _target_args(stop)
     stop.set_defaults(handler=cmd_stop)
     return p
+
+
+TARGET_EPILOG = (
+    f"Which API: each of --base-url, --api-version, --team-id and --requests-per-minute is "
+    f"taken from the flag, else the environment (${URL_ENV}, ${VERSION_ENV}, ${TEAM_ENV}), "
+    f"else the --config file (api.*), else the default (https://api.duvo.ai, v2, the key's "
+    f"only team, 300). The key: ${DEFAULT_KEY_ENV}, api.key_file, or the systemd credential "
+    f"{API_KEY}."
+)
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("which API (flag > environment > --config > default)")
+    g.add_argument("--base-url", metavar="URL", help=f"the API's address (${URL_ENV})")
+    g.add_argument("--api-version", metavar="v1|v2", help=f"the API version (${VERSION_ENV})")
+    g.add_argument("--team-id", metavar="ID", help=f"the team, for v2 (${TEAM_ENV})")
+    g.add_argument(
+        "--requests-per-minute", metavar="N", help="the key's request budget (default 300)"
+    )
+
+
+def _watch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--appear-timeout",
+        metavar="DURATION",
+        default=None,
+        help="how long a run the API has never shown may answer 404 before it is reported "
+        "not found (default 10s)",
+    )
+    p.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        default=None,
+        help="give up after this long, exit 124, naming what was still running",
+    )
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _config(path: str | None) -> Config:
-    return load_config(path) if path else parse_config({}, source="<defaults>")
+def _config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """The --config file (or the defaults), its api section resolved against the environment and
+    the flags (see duvo_monitor.target)."""
+    config = load_config(args.config) if args.config else parse_config({}, source="<defaults>")
+    flags = TargetFlags(
+        base_url=args.base_url,
+        api_version=args.api_version,
+        team_id=args.team_id,
+        requests_per_minute=args.requests_per_minute,
+    )
+    return replace(config, api=resolve_target(config.api, flags, environ))
+
+
+def _target_argv(args: argparse.Namespace) -> list[str]:
+    """The target flags as given, to repeat in a command the board suggests."""
+    argv: list[str] = []
+    for flag, value in (
+        ("--base-url", args.base_url),
+        ("--api-version", args.api_version),
+        ("--team-id", args.team_id),
+        ("--config", args.config),
+    ):
+        if value is not None:
+            argv += [flag, value]
+    return argv
+
+
+def _key_source(config: Config, environ: Mapping[str, str]) -> str:
+    """Where the API key was found, in read_secret's order; names the place, never the key."""
+    directory = environ.get(CREDENTIALS_DIRECTORY_ENV)
+    if directory and os.path.isfile(os.path.join(directory, API_KEY)):
+        return f"the systemd credential {API_KEY} (${CREDENTIALS_DIRECTORY_ENV}/{API_KEY})"
+    if config.api.key_env in environ:
+        return f"${config.api.key_env}"
+    return f"the file {config.api.key_file} (api.key_file)"
 
 
 def _api_key(config: Config, environ: Mapping[str, str]) -> Secret:
@@ -232,31 +340,92 @@ def _watch_config(config: Config, run_ids: Sequence[str], state_dir: str) -> Con
     )
 
 
-def _console_or_stdout(as_json: bool) -> Any:
-    if sys.stdout.isatty() and not as_json:
-        from duvo_monitor.sinks.console import ConsoleSink
+def _wants_board(as_json: bool) -> bool:
+    return sys.stdout.isatty() and not as_json
 
-        return lambda: [ConsoleSink()]
-    return None
+
+def _board(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    run_ids: Sequence[str] = (),
+    respond_prefix: Sequence[str] = (),
+) -> BoardSink:
+    """The live board on stdout, with log lines printed above it when stderr is the terminal
+    too (a raw write there would tear the redraw)."""
+    from rich.console import Console
+
+    from duvo_monitor.board import BoardSink
+
+    console = Console(no_color=True if environ.get("NO_COLOR") else None, highlight=False)
+    board = BoardSink(
+        console,
+        clock=Clock.from_environ(environ),
+        run_ids=run_ids,
+        respond_prefix=respond_prefix,
+    )
+    if sys.stderr.isatty():
+        as_json = _log_format(environ)
+        configure_logging(
+            args.log_level or environ.get("DUVO_MONITOR_LOG_LEVEL", "info"),
+            json=False if as_json is None else as_json,
+            stream=board.log_stream(sys.stderr, colour=console.no_color is not True),
+        )
+    return board
+
+
+def _duration_arg(flag: str, value: str | None, default: float | None) -> float | None:
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def cmd_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from duvo_monitor.daemon import run_daemon
+    from duvo_monitor.process import leave_stuck_threads
+    from duvo_monitor.watch import DEFAULT_APPEAR_TIMEOUT, WatchOptions, watch
 
     run_ids = [require_uuid(r, "run id") for r in args.run_ids]
-    config = _config(args.config)
+    appear = _duration_arg("--appear-timeout", args.appear_timeout, DEFAULT_APPEAR_TIMEOUT)
+    timeout = _duration_arg("--timeout", args.timeout, None)
+    config = _config(args, environ)
     key = _api_key(config, environ)
+    options = WatchOptions(
+        run_ids=tuple(run_ids),
+        appear_timeout=appear or 0.0,
+        timeout=timeout,
+        key_source=_key_source(config, environ),
+    )
+    clock = Clock.from_environ(environ)
+    board = _board(args, environ, run_ids, _target_argv(args)) if _wants_board(args.json) else None
     with tempfile.TemporaryDirectory(prefix="duvo-monitor-watch-") as tmp:
         watch_config = _watch_config(config, run_ids, tmp)
         if not config.sinks or args.config is None:
             watch_config = replace(watch_config, sinks=parse_config({}).sinks)
-        return run_daemon(
-            watch_config,
-            api_key=key,
-            environ=environ,
-            until_terminal=True,
-            sinks_factory=_console_or_stdout(args.json),
-        )
+
+        async def go() -> int:
+            return await watch(
+                watch_config,
+                options,
+                api_key=key,
+                environ=environ,
+                clock=clock,
+                sinks=None if board is None else [board],
+                board=board,
+            )
+
+        before = set(threading.enumerate())
+        try:
+            code = anyio.run(go)
+        except DuvoMonitorError as exc:
+            if isinstance(exc, ConfigError | ApiError):
+                raise
+            log.error("watch failed", error=str(exc))
+            return 1
+    # As `run` does: a write stuck on a stalled pipe (`watch ... | less`) must not hold the exit.
+    leave_stuck_threads(before, code)
+    return code
 
 
 def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -266,7 +435,7 @@ def cmd_demo(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         speed=args.speed,
         scenario=args.scenario,
         seed=args.seed,
-        sinks_factory=_console_or_stdout(args.json),
+        board=_board(args, environ) if _wants_board(args.json) else None,
     )
 
 
@@ -279,7 +448,7 @@ def cmd_simulate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def cmd_start(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     import uuid
 
-    config = _config(args.config)
+    config = _config(args, environ)
     agent_id = require_uuid(args.agent_id, "agent id")
     idempotency_key = str(uuid.uuid4())
     webhook_url = _receiver_url(config, environ)
@@ -328,7 +497,7 @@ async def _register_with_daemon(config: Config, environ: Mapping[str, str], run_
 
 
 def cmd_send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    config = _config(args.config)
+    config = _config(args, environ)
     run_id = require_uuid(args.run_id, "run id")
     message = _client_call(
         config, environ, lambda c: with_retries(lambda: c.post_message(run_id, args.text))
@@ -338,7 +507,7 @@ def cmd_send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_respond(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    config = _config(args.config)
+    config = _config(args, environ)
     run_id = require_uuid(args.run_id, "run id")
     request_id = require_uuid(args.request_id, "human request id")
     if args.answer:
@@ -369,7 +538,7 @@ def cmd_respond(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    config = _config(args.config)
+    config = _config(args, environ)
     run_id = require_uuid(args.run_id, "run id")
     result = _client_call(config, environ, lambda c: with_retries(lambda: c.stop_run(run_id)))
     _print_json({"success": result.success, "message": result.message})

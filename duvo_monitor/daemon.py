@@ -31,6 +31,7 @@ from duvo_monitor.config import Config
 from duvo_monitor.context import Context, Wake
 from duvo_monitor.control import serve_control
 from duvo_monitor.credentials import Secret
+from duvo_monitor.differ import NOT_FOUND_GRACE
 from duvo_monitor.errors import ConfigError, ConfigProblem
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.metrics import Telemetry, serve_metrics
@@ -69,11 +70,13 @@ class Monitor:
         handle_signals: bool = True,
         notifier: Notifier | None = None,
         control_token: Secret | None = None,
+        appear_grace: float = NOT_FOUND_GRACE,
     ) -> None:
         if config.control.listen and control_token is None:
             why = "the control API needs a token (control.token_env)"
             raise ConfigError([ConfigProblem("control.listen", why)])
         self.config = config
+        self.appear_grace = appear_grace  # how long a never-seen run may 404 before it is lost
         self.api_key = api_key
         self.environ = environ
         self.clock = clock or Clock()
@@ -177,7 +180,13 @@ class Monitor:
             gate=policy_gate(ctx),
             observers=(self.budget.observe, self.accounting.observe),
         )
-        self.poller = Poller(self.client, self.state, clock=self.clock, config=config.polling)
+        self.poller = Poller(
+            self.client,
+            self.state,
+            clock=self.clock,
+            config=config.polling,
+            not_found_grace=self.appear_grace,
+        )
         given = self._given_sinks
         sinks = list(given) if given is not None else self._build_sinks(config)
         self.fanout = FanOut(

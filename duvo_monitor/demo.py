@@ -13,6 +13,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from duvo_monitor.board import BoardSink
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import parse_config
 from duvo_monitor.credentials import Secret
@@ -100,7 +101,10 @@ def run_demo(
     scenario: str | None = None,
     seed: int = 7,
     sinks_factory: Callable[[], Sequence[Sink]] | None = None,
+    board: BoardSink | None = None,
 ) -> int:
+    """Play the story; ``board`` (the live board on a terminal) replaces the JSON-lines sink,
+    and shows the requests spent of the daemon's budget."""
     story = Scenario.load(scenario) if scenario else Scenario.builtin("demo")
     clock = Clock.scaled(speed)
 
@@ -123,13 +127,20 @@ def run_demo(
                     },
                     source="demo",
                 )
+                sinks: Sequence[Sink] | None = [board] if board is not None else None
+                if board is None and sinks_factory is not None:
+                    sinks = sinks_factory()
                 monitor = Monitor(
                     config,
                     api_key=Secret(DEFAULT_API_KEY),
                     environ={},
                     clock=clock,
-                    sinks=None if sinks_factory is None else sinks_factory(),
+                    sinks=sinks,
                 )
+                if board is not None:
+                    board.clock = clock
+                    board.budget = monitor.budget.snapshot
+                    board.model.respond_prefix = ("--base-url", bound.url)
                 async with running(monitor):
                     with anyio.move_on_after(clock.wall(MAX_DEMO_SECONDS)):
                         await follow_world(monitor, sim, step=1.0)

@@ -166,9 +166,15 @@ class StatusDiff:
 
 
 def diff_status(
-    cp: Checkpoint, snapshot: RunSnapshot | None, *, seen_at: float, reason: str = "not_found"
+    cp: Checkpoint,
+    snapshot: RunSnapshot | None,
+    *,
+    seen_at: float,
+    reason: str = "not_found",
+    not_found_grace: float = NOT_FOUND_GRACE,
 ) -> StatusDiff:
-    """Compare a GET run answer (None: 404) with the checkpoint."""
+    """Compare a GET run answer (None: 404) with the checkpoint; a run never seen is lost only
+    once it has answered 404 for ``not_found_grace`` seconds."""
     events: list[Event] = []
     run = None if snapshot is None else snapshot.run
     if run is None:
@@ -176,7 +182,7 @@ def diff_status(
             return StatusDiff(checkpoint=cp, events=[], changed=False, lost=True)
         if cp.status is None:
             since = cp.missing_since if cp.missing_since is not None else seen_at
-            if seen_at - since < NOT_FOUND_GRACE:
+            if seen_at - since < not_found_grace:
                 return StatusDiff(
                     checkpoint=replace(cp, missing_since=since),
                     events=[],

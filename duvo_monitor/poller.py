@@ -23,6 +23,7 @@ from duvo_monitor.api import MESSAGES_PAGE_MAX, DuvoClient
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import (
+    NOT_FOUND_GRACE,
     Checkpoint,
     diff_messages,
     diff_status,
@@ -64,8 +65,10 @@ class Poller:
         *,
         clock: Clock,
         config: PollingConfig,
+        not_found_grace: float = NOT_FOUND_GRACE,
     ) -> None:
         self.client = client
+        self.not_found_grace = not_found_grace
         self.state = state
         self.clock = clock
         self.config = config
@@ -117,7 +120,9 @@ class Poller:
             snapshot = await client.get_run(cp.run_id)
         except NotFound:
             snapshot = None
-        diff = diff_status(cp, snapshot, seen_at=self.clock.time())
+        diff = diff_status(
+            cp, snapshot, seen_at=self.clock.time(), not_found_grace=self.not_found_grace
+        )
         run = None if snapshot is None else snapshot.run
         if run is not None and cp.updated_at is not None and run.updated_at != cp.updated_at:
             # Same status, but the run moved: new messages are the likely news.

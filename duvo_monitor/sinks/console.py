@@ -1,28 +1,15 @@
-"""A readable line per event, for a person at a terminal (``watch`` and ``demo`` on a TTY).
+"""One short human sentence per event, for a person at a terminal.
 
-Not a configurable sink: when stdout is a terminal, the CLI puts this in place of the JSON-lines
-stdout sink. Acknowledges after the write, like the stdout sink.
+The live board (:mod:`duvo_monitor.board`, the in-process sink ``watch`` and ``demo`` use when
+stdout is a terminal) prints it for every event above the board and in each run's "last"
+column. Pure: an event in, a sentence out.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from duvo_monitor.events import TYPE_PREFIX, Event
-from duvo_monitor.sinks.base import InProcessSink, SinkClosed
-from duvo_monitor.sinks.config import StdoutConfig
-
-_COLOURS = {
-    "completed": "\x1b[32m",
-    "failed": "\x1b[31m",
-    "stopped": "\x1b[33m",
-    "interrupted": "\x1b[33m",
-    "lost": "\x1b[31m",
-    "waiting": "\x1b[35m",
-}
-_RESET = "\x1b[0m"
 
 
 def describe(event: Event) -> str:
@@ -52,33 +39,11 @@ def describe(event: Event) -> str:
         waited = data.get("waited_seconds")
         return "human request resolved" + (f" after {waited:.0f}s" if waited is not None else "")
     if kind == "run.lost":
+        if data.get("last_status") is None:
+            return "run not found (the API never showed it)"
         return "run lost (the API no longer knows it)"
     if kind.startswith("run."):
         took = data.get("duration_seconds")
         tail = f" after {took:.0f}s" if isinstance(took, int | float) else ""
         return f"status {data.get('from') or '-'} -> {data['to']}{tail}"
     return kind
-
-
-class ConsoleSink(InProcessSink):
-    def __init__(self, stream: TextIO | None = None, *, colour: bool | None = None) -> None:
-        self._stream = stream or sys.stdout
-        self._colour = self._stream.isatty() if colour is None else colour
-        self._name = "console"
-        self._config = StdoutConfig(type="stdout", name="console")
-
-    def format(self, event: Event) -> str:
-        when = event.time[11:19] if len(event.time) >= 19 else event.time
-        run = f"{event.subject[:8]}..{event.subject[-4:]}"
-        text = describe(event)
-        status = event.type.removeprefix(f"{TYPE_PREFIX}run.")
-        if self._colour and status in _COLOURS:
-            text = f"{_COLOURS[status]}{text}{_RESET}"
-        return f"{when}  {run}  {text}\n"
-
-    async def deliver(self, batch: Sequence[Event]) -> None:
-        try:
-            self._stream.write("".join(self.format(e) for e in batch))
-            self._stream.flush()
-        except BrokenPipeError as exc:
-            raise SinkClosed("the terminal went away", sink=self.name) from exc
