@@ -13,7 +13,7 @@ from rich.console import Console
 
 from duvo_monitor.board import BoardState, footer, render, respond_command, short
 from duvo_monitor.budget import BudgetSnapshot
-from duvo_monitor.events import TYPE_PREFIX, Event
+from duvo_monitor.events import TYPE_PREFIX, Change, Event
 
 RUN = "d0000000-0000-4000-8000-000000000001"
 OTHER = "d0000000-0000-4000-8000-000000000002"
@@ -23,9 +23,17 @@ T0 = 1_800_000_000.0
 ROOT = Path(__file__).parent.parent
 
 
+CHANGES = {
+    "run.lost": Change.LOST,
+    "message.created": Change.MESSAGE_CREATED,
+    "human_request.opened": Change.REQUEST_OPENED,
+    "human_request.resolved": Change.REQUEST_RESOLVED,
+}
+
+
 def event(kind: str, run_id: str, data: dict[str, Any], at: float) -> Event:
     return Event.build(
-        kind=kind,
+        kind=CHANGES.get(kind, Change.STATUS),
         key=f"{kind}-{at}",
         type=f"{TYPE_PREFIX}{kind}",
         run_id=run_id,

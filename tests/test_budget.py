@@ -38,7 +38,8 @@ async def jumping(clock: VirtualClock) -> None:
 
 @pytest.mark.anyio
 async def test_never_more_than_limit_in_any_window() -> None:
-    """30/min admits 30 at once, and the 31st only a window (plus the margin) later."""
+    """30/min admits 30 urgent requests at once (the sliding log; routine ones are paced on
+    top of it), and the 31st only a window (plus the margin) later."""
     clock = VirtualClock()
     budget = Budget(30, clock=clock, window=60, margin=1)
     sent: list[float] = []
@@ -46,7 +47,7 @@ async def test_never_more_than_limit_in_any_window() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(jumping, clock)
             for _ in range(45):
-                await budget.acquire()
+                await budget.acquire(urgent=True)
                 sent.append(clock.monotonic())
             tg.cancel_scope.cancel()
     for i, t in enumerate(sent):
@@ -106,7 +107,7 @@ async def test_sweeps_go_ahead_of_the_queue() -> None:
     clock = VirtualClock()
     budget = Budget(5, clock=clock, window=6, margin=0)
     for _ in range(5):
-        await budget.acquire()
+        await budget.acquire(urgent=True)  # fills the log at once (routine ones are paced)
     order: list[str] = []
     all_in = anyio.Event()
 
@@ -136,8 +137,8 @@ async def test_requests_are_counted_by_kind() -> None:
     sweep rounds on what the routine probes leave."""
     clock = VirtualClock()
     budget = Budget(50, clock=clock)
+    await budget.acquire("GET /v2/runs/{run_id}/messages")  # routine first: the pace holds one
     await budget.acquire("GET /v2/teams/{teamId}/runs")
-    await budget.acquire("GET /v2/runs/{run_id}/messages")
     await budget.acquire("GET /v2/runs/{run_id}/messages", urgent=True)
     await budget.acquire("GET /v2/runs/{run_id}", urgent=True)
     assert budget.sent == {"sweep": 1, "hinted": 2, "routine": 1}
@@ -174,3 +175,24 @@ def test_slow_answers_widen_the_window() -> None:
     assert budget.window == 63.5
     budget.observe(Observation(endpoint="x", status=200, seconds=90.0, rate=RateLimit(), at=0.0))
     assert budget.window == 70.0
+
+
+@pytest.mark.anyio
+async def test_routine_requests_leave_at_the_pace_never_bunched() -> None:
+    """Routine requests leave at the pace the daemon sets (not as a burst the log would admit),
+    and never more than the limit in any window."""
+    clock = VirtualClock()
+    budget = Budget(60, clock=clock, window=60, margin=1)
+    budget.set_pace(0.9)
+    sent: list[float] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(jumping, clock)
+            for _ in range(20):
+                await budget.acquire()
+                sent.append(clock.monotonic())
+            tg.cancel_scope.cancel()
+    gaps = [b - a for a, b in zip(sent[1:], sent[2:], strict=False)]
+    assert min(gaps) >= 1 / 0.9 - 1e-6
+    for t in sent:
+        assert len([s for s in sent if t <= s < t + 60]) <= 60
