@@ -63,6 +63,9 @@ class Scheduler:
         # probes that are due as well, so the budget's next request buys the likeliest news.
         self._heap: list[tuple[float, int, str]] = []
         self._urgent: list[tuple[float, int, str]] = []
+        # First looks go ahead of hinted polls: nothing is known of a new run yet, while a
+        # hinted run's news is at most a poll late (and a saturated budget always has hints).
+        self._first: list[tuple[float, int, str]] = []
         self._counter = 0
         self._rate = 1.0
         self.sweeping = False
@@ -134,7 +137,7 @@ class Scheduler:
         track.due = due
         if due < INF:
             self._counter += 1
-            heap = self._urgent if track.urgent else self._heap
+            heap = self._first if not track.polls else self._urgent if track.urgent else self._heap
             heapq.heappush(heap, (due, self._counter, track.run_id))
 
     def _top(self, heap: list[tuple[float, int, str]]) -> float:
@@ -148,12 +151,12 @@ class Scheduler:
         return INF
 
     def next_due(self) -> float:
-        return min(self._top(self._urgent), self._top(self._heap))
+        return min(self._top(self._first), self._top(self._urgent), self._top(self._heap))
 
     def pop_due(self, now: float) -> Track | None:
-        """The next run to poll, marked in flight; None if none is due. A due hinted run goes
-        first; among the others (or the hinted), the most overdue."""
-        heap = self._urgent if self._top(self._urgent) <= now else self._heap
+        """The next run to poll, marked in flight; None if none is due. A due first look goes
+        first, then a due hinted run; within each (and among the others), the most overdue."""
+        heap = next((h for h in (self._first, self._urgent) if self._top(h) <= now), self._heap)
         if self._top(heap) > now:
             return None
         due, _, run_id = heapq.heappop(heap)
@@ -439,7 +442,7 @@ class Scheduler:
 
     def hinted_backlog(self, now: float) -> bool:
         """Is a run known to have news still waiting for its poll?"""
-        return self._top(self._urgent) <= now
+        return min(self._top(self._first), self._top(self._urgent)) <= now
 
     def _round_robin(self) -> float:
         # Every live run, in turn, at the rate the budget allows: one round asks every live

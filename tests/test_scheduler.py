@@ -250,6 +250,25 @@ def test_hinted_runs_are_served_before_overdue_routine_polls() -> None:
     assert s.pop_due(15.0) is None
 
 
+def test_first_looks_go_ahead_of_hinted_polls() -> None:
+    """A run just added is looked at before runs hinted earlier: a saturated budget always has
+    hinted polls waiting, and a new run must not queue behind them (its first-look bound)."""
+    s = make(2)
+    for _ in range(2):
+        track = s.pop_due(1.0)
+        assert track is not None
+        finish(s, track.run_id, 2.0)
+    for run_id in ids(2):
+        s.hint(run_id, 3.0, messages=True)  # news known since 3.0
+    new = "ffffffff-0000-4000-8000-000000000000"
+    s.add(Checkpoint(run_id=new), 10.0)  # added at 10.0, behind hints due since 3.0
+    assert s.hinted_backlog(10.0)
+    first = s.pop_due(10.0)
+    assert first is not None and first.run_id == new and s.plan(first, 10.0).urgent
+    hinted = {t.run_id for t in (s.pop_due(10.0), s.pop_due(10.0)) if t is not None}
+    assert hinted == set(ids(2))
+
+
 def test_a_swept_lingering_run_is_checked_rarely() -> None:
     """A finished run that sweeps show (a resume would be seen there) keeps only a far
     safety-net status probe; when sweeps stop showing it, the linger interval comes back."""
