@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from duvo_monitor.api import Observation
 from duvo_monitor.events import Change, Event
 from duvo_monitor.metrics import Telemetry
 from duvo_monitor.models import TERMINAL_STATUSES, parse_time
+from duvo_monitor.observation import Observation
 
 
 class Accounting:

@@ -1,29 +1,32 @@
 """The Duvo Runs API client, v1 and v2, over one injected ``httpx.AsyncClient``.
 
 One request, one answer: the client never retries on its own (the scheduler decides what a
-failure costs; :func:`with_retries` serves one-shot CLI commands). Around every request it
+failure costs; :func:`~duvo_monitor.retry.with_retries` serves one-shot CLI commands). Around
+every request it
 
 * awaits the optional ``gate`` (the daemon's request budget), so nothing bypasses the budget;
 * bounds the exchange, request sent to last body byte, by ``deadline`` (wall seconds): past it
   the request is abandoned as a :class:`~duvo_monitor.errors.TransportError` (a timeout), which
   the caller counts and retries like any other;
-* reports an :class:`Observation` (endpoint, status, duration, the rate-limit headers) to every
-  observer, so the budget can obey the server and metrics can count;
+* reports an :class:`~duvo_monitor.observation.Observation` (endpoint, status, duration, the
+  rate-limit headers) to every observer, so the budget can obey the server and metrics can count;
 * translates failures into the tree of :mod:`duvo_monitor.errors`, naming the endpoint by its
   route template (``GET /v2/runs/{run_id}``), never by the key or the full URL.
 
-Bodies are read with a size cap, decoded with orjson, and checked by the ``from_api`` constructors
-of :mod:`duvo_monitor.models`.
+This module owns the wire: the routes, the headers, the deadline and the capped body read. What
+an answer means (JSON decoding, status -> error class, key redaction) is the pure
+:mod:`duvo_monitor.responses`; bodies are then checked by the ``from_api`` constructors of
+:mod:`duvo_monitor.models`. The names other modules imported from here before those splits
+(``Observation``, ``Gate``, ``Retry``, ``with_retries``, ``is_uuid``, ``require_uuid``) are
+re-exported.
 """
 
 from __future__ import annotations
 
-import random
-import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal
 
 import anyio
 import httpx
@@ -32,16 +35,8 @@ import orjson
 from duvo_monitor import __version__
 from duvo_monitor.clock import Clock
 from duvo_monitor.credentials import Secret
-from duvo_monitor.errors import (
-    STATUS_ERRORS,
-    ApiError,
-    ApiStatusError,
-    MalformedResponse,
-    RateLimited,
-    ServerError,
-    TransportError,
-    UnexpectedStatus,
-)
+from duvo_monitor.errors import ApiError, MalformedResponse, TransportError
+from duvo_monitor.ids import is_uuid, require_uuid
 from duvo_monitor.models import (
     HumanRequestRecord,
     HumanResponse,
@@ -54,6 +49,9 @@ from duvo_monitor.models import (
     StopResult,
     Team,
 )
+from duvo_monitor.observation import Gate, Observation, Observer
+from duvo_monitor.responses import decode_json, describe, expect_object, status_error
+from duvo_monitor.retry import Retry, with_retries
 
 ApiVersion = Literal["v1", "v2"]
 MESSAGES_PAGE_MAX = 50
@@ -66,41 +64,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 # as httpx's own ReadTimeout.
 REQUEST_DEADLINE = 30.0
 DEFAULT_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=60)
-
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-T = TypeVar("T")
-
-
-def is_uuid(value: str) -> bool:
-    return bool(_UUID.match(value))
-
-
-def require_uuid(value: str, what: str) -> str:
-    if not isinstance(value, str) or not is_uuid(value):
-        raise ValueError(f"{what} is not a uuid: {value!r}")
-    return value.lower()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Observation:
-    """One finished request, as observers see it."""
-
-    endpoint: str
-    status: int | None  # None: no answer (transport failure)
-    seconds: float
-    rate: RateLimit
-    at: float
-    error: str | None = None
-
-
-Observer = Callable[[Observation], None]
-
-
-class Gate(Protocol):
-    """Waits until a request to ``endpoint`` may leave; an ``urgent`` one goes ahead of others."""
-
-    def __call__(self, endpoint: str, *, urgent: bool) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,7 +169,7 @@ class DuvoClient:
             team = await self.resolve_team()
             endpoint, path = "POST /v2/teams/{teamId}/runs", f"/v2/teams/{team}/runs"
         data = await self._request("POST", endpoint, path, json=body, headers=headers, ok=201)
-        body_reader = _expect_object(data, endpoint)
+        body_reader = expect_object(data, endpoint)
         if "run" not in body_reader:
             raise MalformedResponse("field run is missing", endpoint=endpoint, field="run")
         return Run.from_api(body_reader["run"], endpoint=endpoint)
@@ -246,7 +209,7 @@ class DuvoClient:
             json={"message": text},
             ok=201,
         )
-        body = _expect_object(data, endpoint)
+        body = expect_object(data, endpoint)
         if "message" not in body:
             raise MalformedResponse("field message is missing", endpoint=endpoint, field="message")
         return Message.from_api(body["message"], endpoint=endpoint)
@@ -276,7 +239,7 @@ class DuvoClient:
     async def list_teams(self) -> list[Team]:
         endpoint = "GET /v2/teams"
         data = await self._request("GET", endpoint, "/v2/teams")
-        body = _expect_object(data, endpoint)
+        body = expect_object(data, endpoint)
         teams = body.get("teams")
         if not isinstance(teams, list):
             raise MalformedResponse(
@@ -380,15 +343,15 @@ class DuvoClient:
                     f"timed out ({type(exc).__name__})", endpoint=endpoint
                 ) from exc
             except httpx.HTTPError as exc:
-                raise TransportError(_describe(exc), endpoint=endpoint, status=status) from exc
+                raise TransportError(describe(exc), endpoint=endpoint, status=status) from exc
         except ApiError as exc:
             self._observe(endpoint, status, started, rate, type(exc).__name__)
             raise
         self._observe(endpoint, status, started, rate, None)
         assert status is not None
         if status != ok and not (200 <= status < 300 and ok in (200, 201)):
-            raise _status_error(endpoint, status, body, content_type, rate, self.api_key)
-        return _decode_json(body, content_type, endpoint, status)
+            raise status_error(endpoint, status, body, content_type, rate, self.api_key)
+        return decode_json(body, content_type, endpoint, status)
 
     async def _read_capped(self, response: httpx.Response, endpoint: str) -> bytes:
         declared = response.headers.get("content-length")
@@ -424,106 +387,18 @@ class DuvoClient:
             observer(observation)
 
 
-def _describe(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def _expect_object(data: Any, endpoint: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise MalformedResponse("body is not a JSON object", endpoint=endpoint)
-    return data
-
-
-def _decode_json(body: bytes, content_type: str, endpoint: str, status: int) -> Any:
-    if "json" not in content_type.lower() and body.lstrip()[:1] in (b"<", b""):
-        what = "an empty body" if not body.strip() else f"a {content_type or 'untyped'} page"
-        raise MalformedResponse(
-            f"expected JSON, got {what} (HTTP {status})", endpoint=endpoint, status=status
-        )
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedResponse(
-            f"body is not valid JSON ({len(body)} bytes, {exc.msg} at {exc.pos})",
-            endpoint=endpoint,
-            status=status,
-        ) from exc
-
-
-def _status_error(
-    endpoint: str, status: int, body: bytes, content_type: str, rate: RateLimit, key: Secret
-) -> ApiStatusError:
-    error: str | None = None
-    message: str | None = None
-    try:
-        parsed = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict):
-        error = parsed.get("error") if isinstance(parsed.get("error"), str) else None
-        message = parsed.get("message") if isinstance(parsed.get("message"), str) else None
-    elif body:
-        message = f"non-JSON error body ({content_type or 'untyped'}, {len(body)} bytes)"
-    # A server may echo the key it refused ("invalid key sk-..."); it must not reach our errors.
-    error, message = _redact(error, key), _redact(message, key)
-    if status == 429:
-        return RateLimited(
-            endpoint=endpoint, error=error, message=message, retry_after=rate.retry_after
-        )
-    if status >= 500:
-        return ServerError(endpoint=endpoint, status=status, error=error, message=message)
-    cls = STATUS_ERRORS.get(status, UnexpectedStatus)
-    return cls(endpoint=endpoint, status=status, error=error, message=message)
-
-
-def _redact(text: str | None, key: Secret) -> str | None:
-    secret = key.reveal()
-    return text.replace(secret, "***") if text and secret else text
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Retry:
-    """How a one-shot command retries: attempts, exponential backoff with jitter, Retry-After."""
-
-    attempts: int = 4
-    backoff: float = 0.5
-    cap: float = 30.0
-
-    def delay(self, attempt: int, error: ApiError, rng: random.Random) -> float:
-        if isinstance(error, RateLimited) and error.retry_after is not None:
-            return float(min(self.cap * 4, error.retry_after))
-        return min(self.cap, self.backoff * 2.0**attempt) * (0.5 + rng.random() / 2)
-
-
-async def with_retries(
-    call: Callable[[], Awaitable[T]],
-    *,
-    retry: Retry = Retry(),
-    clock: Clock | None = None,
-    rng: random.Random | None = None,
-) -> T:
-    """Run ``call`` again on retryable errors (transport, malformed, 429, 5xx)."""
-    clock = clock or Clock()
-    rng = rng or random.Random()
-    for attempt in range(retry.attempts):
-        try:
-            return await call()
-        except ApiError as exc:
-            if not exc.retryable or attempt == retry.attempts - 1:
-                raise
-            await clock.sleep(retry.delay(attempt, exc, rng))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 __all__ = [
     "MESSAGES_PAGE_MAX",
     "RUNS_PAGE_MAX",
     "ApiVersion",
     "DuvoClient",
+    "Gate",
     "Observation",
+    "Observer",
     "Retry",
     "RunFilters",
+    "is_uuid",
     "make_http_client",
+    "require_uuid",
     "with_retries",
 ]

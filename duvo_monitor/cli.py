@@ -4,9 +4,12 @@ Exit codes: 0 success; 1 a run failed, was lost or was not found (``watch``), or
 failed; 2 bad usage or config (every problem listed with its YAML path, no traceback), or a key
 the API refused (``watch``); 124 ``watch --timeout`` passed; 130/143 interrupted twice.
 
-The API the one-shot commands talk to is resolved by :mod:`duvo_monitor.target` (flag >
-environment > ``--config`` > default); ``watch`` itself is :mod:`duvo_monitor.watch`, and its
-live board on a terminal :mod:`duvo_monitor.board`.
+This module is the parser, the dispatch and the commands that wire the long-running parts
+(``run``, ``watch``, ``demo``, ``simulate``). The one-shot commands (start, send, respond, stop)
+are :mod:`duvo_monitor.oneshot`; the config, key and client every command resolves from its
+flags, :mod:`duvo_monitor.invocation`. The API they talk to is resolved by
+:mod:`duvo_monitor.target` (flag > environment > ``--config`` > default); ``watch`` itself is
+:mod:`duvo_monitor.watch`, and its live board on a terminal :mod:`duvo_monitor.board`.
 """
 
 from __future__ import annotations
@@ -19,14 +22,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
-import orjson
 import structlog
 
 from duvo_monitor import __version__
-from duvo_monitor.api import DuvoClient, make_http_client, require_uuid, with_retries
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import (
     DEFAULT_KEY_ENV,
@@ -39,15 +40,21 @@ from duvo_monitor.config import (
 from duvo_monitor.credentials import (
     API_KEY,
     CONTROL_TOKEN,
-    CREDENTIALS_DIRECTORY_ENV,
     CredentialError,
-    Secret,
     read_secret,
 )
 from duvo_monitor.errors import ApiError, ConfigError, DuvoMonitorError
+from duvo_monitor.ids import require_uuid
+from duvo_monitor.invocation import (
+    UsageError,
+    api_key,
+    command_config,
+    key_source,
+    target_argv,
+)
 from duvo_monitor.logs import configure_logging, register_secret
-from duvo_monitor.models import HumanResponse
-from duvo_monitor.target import TEAM_ENV, URL_ENV, VERSION_ENV, TargetFlags, resolve_target
+from duvo_monitor.oneshot import cmd_respond, cmd_send, cmd_stop, start_run
+from duvo_monitor.target import TEAM_ENV, URL_ENV, VERSION_ENV
 from duvo_monitor.units import parse_duration
 
 if TYPE_CHECKING:
@@ -56,10 +63,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("duvo_monitor.cli")
 
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    pass
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -212,81 +215,6 @@ def _watch_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
-    """The --config file (or the defaults), its api section resolved against the environment and
-    the flags (see duvo_monitor.target)."""
-    config = load_config(args.config) if args.config else parse_config({}, source="<defaults>")
-    flags = TargetFlags(
-        base_url=args.base_url,
-        api_version=args.api_version,
-        team_id=args.team_id,
-        requests_per_minute=args.requests_per_minute,
-    )
-    return replace(config, api=resolve_target(config.api, flags, environ))
-
-
-def _target_argv(args: argparse.Namespace) -> list[str]:
-    """The target flags as given, to repeat in a command the board suggests."""
-    argv: list[str] = []
-    for flag, value in (
-        ("--base-url", args.base_url),
-        ("--api-version", args.api_version),
-        ("--team-id", args.team_id),
-        ("--config", args.config),
-    ):
-        if value is not None:
-            argv += [flag, value]
-    return argv
-
-
-def _key_source(config: Config, environ: Mapping[str, str]) -> str:
-    """Where the API key was found, in read_secret's order; names the place, never the key."""
-    directory = environ.get(CREDENTIALS_DIRECTORY_ENV)
-    if directory and os.path.isfile(os.path.join(directory, API_KEY)):
-        return f"the systemd credential {API_KEY} (${CREDENTIALS_DIRECTORY_ENV}/{API_KEY})"
-    if config.api.key_env in environ:
-        return f"${config.api.key_env}"
-    return f"the file {config.api.key_file} (api.key_file)"
-
-
-def _api_key(config: Config, environ: Mapping[str, str]) -> Secret:
-    key = read_secret(
-        API_KEY, environ=environ, env_var=config.api.key_env, file=config.api.key_file
-    )
-    if key is None:
-        raise UsageError(
-            f"no API key: set {config.api.key_env}, api.key_file, or a systemd credential "
-            f"named {API_KEY}"
-        )
-    register_secret(key.reveal())
-    return key
-
-
-def _client_call(config: Config, environ: Mapping[str, str], fn: Any) -> Any:
-    key = _api_key(config, environ)
-
-    async def go() -> Any:
-        async with make_http_client() as http:
-            client = DuvoClient(
-                http=http,
-                base_url=config.api.base_url,
-                api_key=key,
-                version=config.api.version,
-                team_id=config.api.team_id,
-            )
-            return await fn(client)
-
-    return anyio.run(go)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-    sys.stdout.flush()
-
-
 # -- commands --------------------------------------------------------------------------------
 
 
@@ -310,7 +238,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if "DUVO_MONITOR_LOG_FORMAT" in environ
         else {"json": True, "console": False}.get(config.logging.format),
     )
-    key = _api_key(config, environ)
+    key = api_key(config, environ)
     token = None
     if config.control.listen:
         token = read_secret(
@@ -389,16 +317,16 @@ def cmd_watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     run_ids = [require_uuid(r, "run id") for r in args.run_ids]
     appear = _duration_arg("--appear-timeout", args.appear_timeout, DEFAULT_APPEAR_TIMEOUT)
     timeout = _duration_arg("--timeout", args.timeout, None)
-    config = _config(args, environ)
-    key = _api_key(config, environ)
+    config = command_config(args, environ)
+    key = api_key(config, environ)
     options = WatchOptions(
         run_ids=tuple(run_ids),
         appear_timeout=appear or 0.0,
         timeout=timeout,
-        key_source=_key_source(config, environ),
+        key_source=key_source(config, environ),
     )
     clock = Clock.from_environ(environ)
-    board = _board(args, environ, run_ids, _target_argv(args)) if _wants_board(args.json) else None
+    board = _board(args, environ, run_ids, target_argv(args)) if _wants_board(args.json) else None
     with tempfile.TemporaryDirectory(prefix="duvo-monitor-watch-") as tmp:
         watch_config = _watch_config(config, run_ids, tmp)
         if not config.sinks or args.config is None:
@@ -446,100 +374,10 @@ def cmd_simulate(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_start(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    import uuid
-
-    config = _config(args, environ)
-    agent_id = require_uuid(args.agent_id, "agent id")
-    idempotency_key = str(uuid.uuid4())
-    webhook_url = _receiver_url(config, environ)
-
-    async def go(client: DuvoClient) -> Any:
-        run = await with_retries(
-            lambda: client.start_run(
-                agent_id,
-                message=args.message,
-                sandbox_id=args.sandbox_id,
-                webhook_url=webhook_url,
-                idempotency_key=idempotency_key,
-            )
-        )
-        await _register_with_daemon(config, environ, run.id)
-        return run
-
-    run = _client_call(config, environ, go)
-    _print_json({"run": run.to_dict()})
+    """``start``, then with ``--watch`` a ``watch`` of the run it started."""
+    run_id = start_run(args, environ)
     if args.watch:
-        args.run_ids = [run.id]
+        args.run_ids = [run_id]
         args.json = False
         return cmd_watch(args, environ)
     return 0
-
-
-def _receiver_url(config: Config, environ: Mapping[str, str]) -> str | None:
-    """The daemon's Duvo-webhook receiver, when the config says where it is reachable."""
-    control = config.control
-    if control.public_url and control.webhook_path:
-        return f"{control.public_url}/{control.webhook_path.strip('/')}"
-    return None
-
-
-async def _register_with_daemon(config: Config, environ: Mapping[str, str], run_id: str) -> None:
-    """Tell a running daemon (control API) to watch this run; best effort, logged."""
-    control = config.control
-    if not control.listen:
-        return
-    from duvo_monitor.control import register_runs
-
-    try:
-        await register_runs(control, environ, [run_id])
-    except Exception as exc:  # a daemon that is down must not fail the start
-        log.warning("could not register the run with the daemon", run_id=run_id, error=str(exc))
-
-
-def cmd_send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    config = _config(args, environ)
-    run_id = require_uuid(args.run_id, "run id")
-    message = _client_call(
-        config, environ, lambda c: with_retries(lambda: c.post_message(run_id, args.text))
-    )
-    _print_json({"message": message.to_dict()})
-    return 0
-
-
-def cmd_respond(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    config = _config(args, environ)
-    run_id = require_uuid(args.run_id, "run id")
-    request_id = require_uuid(args.request_id, "human request id")
-    if args.answer:
-        answers: dict[str, str] = {}
-        for item in args.answer:
-            question, sep, answer = item.partition("=")
-            if not sep or not question:
-                raise UsageError(f"--answer takes QUESTION=ANSWER, not {item!r}")
-            answers[question] = answer
-        response = HumanResponse(answers=answers)
-    else:
-        response = HumanResponse(approved=bool(args.approve))
-    record = _client_call(
-        config, environ, lambda c: with_retries(lambda: c.respond(run_id, request_id, response))
-    )
-    _print_json(
-        {
-            "human_request": {
-                "id": record.id,
-                "run_id": record.run_id,
-                "title": record.title,
-                "response": record.response,
-                "responded_at": record.responded_at,
-            }
-        }
-    )
-    return 0
-
-
-def cmd_stop(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    config = _config(args, environ)
-    run_id = require_uuid(args.run_id, "run id")
-    result = _client_call(config, environ, lambda c: with_retries(lambda: c.stop_run(run_id)))
-    _print_json({"success": result.success, "message": result.message})
-    return 0 if result.success else 1

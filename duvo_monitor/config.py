@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import yaml
 
-from duvo_monitor.api import is_uuid
 from duvo_monitor.errors import ConfigError, ConfigProblem
 from duvo_monitor.httpserver import parse_listen
+from duvo_monitor.ids import is_uuid
 from duvo_monitor.reader import Reader, type_name
 from duvo_monitor.sinks.config import SinkConfig, parse_sinks
 from duvo_monitor.units import parse_duration

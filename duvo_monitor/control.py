@@ -45,11 +45,11 @@ import structlog
 from anyio.abc import TaskStatus
 
 from duvo_monitor import __version__
-from duvo_monitor.api import is_uuid
 from duvo_monitor.config import ControlConfig
 from duvo_monitor.credentials import CONTROL_TOKEN, Secret, read_secret
 from duvo_monitor.errors import DuvoMonitorError
 from duvo_monitor.httpserver import Bound, Request, Response, parse_listen, serve
+from duvo_monitor.ids import is_uuid
 
 if TYPE_CHECKING:
     from duvo_monitor.scheduler import Track

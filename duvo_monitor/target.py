@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal, cast
 
-from duvo_monitor.api import is_uuid
 from duvo_monitor.config import ApiConfig
+from duvo_monitor.ids import is_uuid
 
 URL_ENV = "DUVO_API_URL"
 VERSION_ENV = "DUVO_API_VERSION"

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from duvo_monitor.api import is_uuid
 from duvo_monitor.errors import ConfigProblem
+from duvo_monitor.ids import is_uuid
 from duvo_monitor.reader import Reader
 from duvo_monitor.units import parse_duration, parse_size
 
