@@ -1,5 +1,8 @@
 """One poll of one run: the requests its plan asks for, folded through the differ.
 
+The differ says what changed (typed changes); the poller renders each into its event
+(:func:`duvo_monitor.events.render`) for the pipeline to deliver.
+
 A poll is two stages, each returning a :class:`PollResult` that the pipeline delivers before the
 next begins: the status (``GET run``; a run's end should not wait for its final pages), then the
 messages, which continue from the checkpoint the status stage reached. The requests go through
@@ -31,7 +34,7 @@ from duvo_monitor.differ import (
     start_final_verify,
 )
 from duvo_monitor.errors import ApiError, MalformedResponse, NotFound, RateLimited
-from duvo_monitor.events import Event
+from duvo_monitor.events import Event, render
 from duvo_monitor.scheduler import Plan
 from duvo_monitor.state import StateStore
 
@@ -133,8 +136,8 @@ class Poller:
             result.error_delay = 0.0
             result.not_yet = True
             return
-        result.events.extend(diff.events)
-        result.status_news += len(diff.events)
+        result.events.extend(render(change) for change in diff.changes)
+        result.status_news += len(diff.changes)
         result.status_changed = result.status_changed or diff.changed
         new = diff.checkpoint
         if (
@@ -180,10 +183,10 @@ class Poller:
                 )
             cp = diff.checkpoint
             result.checkpoint = cp
-            result.events.extend(diff.events)
+            result.events.extend(render(change) for change in diff.changes)
             result.seen.extend(diff.seen)
             emitted.update(dict(diff.seen))
-            result.message_news += len(diff.events)
+            result.message_news += len(diff.changes)
             result.hint_status = result.hint_status or diff.hint_status
             if diff.next_offset is None:
                 break
