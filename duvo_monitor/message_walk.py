@@ -44,6 +44,9 @@ class MessageDiff:
     hint_status: bool = False
     """A message that suggests the status changed too (lifecycle, human request, user input)."""
     new_messages: int = 0
+    asked: tuple[str, ...] = ()
+    """The ids this page looked up in ``known``: a lookup that finds none of them in the state
+    store would not change this diff (see :mod:`duvo_monitor.poller`)."""
 
 
 def page_request(cp: Checkpoint, page_size: int) -> tuple[int, int]:
@@ -224,6 +227,7 @@ def diff_messages(
         seen=walk.seen,
         hint_status=walk.hint_status,
         new_messages=walk.new_messages,
+        asked=tuple(message.id for _, message in fresh),
     )
 
 
