@@ -38,11 +38,11 @@ from duvo_monitor.metrics import Telemetry, serve_metrics
 from duvo_monitor.pacer import Pacer
 from duvo_monitor.pipeline import Outcome, Pipeline, policy_gate
 from duvo_monitor.poller import Poller
-from duvo_monitor.process import handle_signals, run_process
+from duvo_monitor.process import handle_signals, run_process, stop_on_closed_output
 from duvo_monitor.reloader import Reloader
 from duvo_monitor.scheduler import Scheduler
 from duvo_monitor.sdnotify import Notifier, watchdog_loop
-from duvo_monitor.sinks.base import Sink, SinkClosed
+from duvo_monitor.sinks.base import Sink
 from duvo_monitor.sinks.build import build_sinks
 from duvo_monitor.state import StateStore
 from duvo_monitor.sweeper import Sweeper
@@ -127,7 +127,7 @@ class Monitor:
         self.reloader: Reloader
 
     def _install(self, config: Config) -> None:
-        self.config = config
+        self.config = config  # the reloader's: ctx.config reads it
 
     async def run(self, *, task_status: TaskStatus[Monitor] = anyio.TASK_STATUS_IGNORED) -> int:
         config = self.config
@@ -138,7 +138,8 @@ class Monitor:
             await self.watchlist.load()
             async with anyio.create_task_group() as root:
                 self._root = root
-                await root.start(self._fanout_guard)
+                output = partial(stop_on_closed_output, self.fanout.run, stop=self.stop)
+                await root.start(partial(output, abort=lambda: self._abort(self._exit_code)))
                 if config.metrics.listen:
                     host, port = httpserver.parse_listen(config.metrics.listen)
                     serve = partial(serve_metrics, clock=self.clock)
@@ -227,13 +228,9 @@ class Monitor:
         return ticker, Sweeper(ctx, client=self.client, add_runs=found, forgotten=gone)
 
     def _build_sinks(self, config: Config) -> list[Sink]:
-        return build_sinks(
-            list(config.sinks),
-            state_dir=config.state_dir,
-            environ=self.environ,
-            clock=self.clock,
-            observer=self.telemetry,
-        )
+        env, clock, observer = self.environ, self.clock, self.telemetry
+        sinks, state_dir = list(config.sinks), config.state_dir
+        return build_sinks(sinks, state_dir=state_dir, environ=env, clock=clock, observer=observer)
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -258,24 +255,11 @@ class Monitor:
             announce_stop=self.notifier.stopping,
         )
 
-    async def _fanout_guard(self, *, task_status: TaskStatus[None]) -> None:
-        """Run the fan-out; a closed stdout (``| head``) is a request to stop, not a crash."""
-        try:
-            await self.fanout.run(task_status=task_status)
-        except SinkClosed as exc:
-            log.info("output closed; stopping", sink=exc.sink)
-            self.stop(0)
-            # The closed sink can never acknowledge again: stop now rather than drain.
-            self._abort(self._exit_code)
-
     # -- for the demo, the tests and the signals ---------------------------------------------
 
     async def reload(self) -> bool:
         """SIGHUP: see reloader.py."""
         return await self.reloader.reload()
-
-    async def add_runs(self, run_ids: Sequence[str], *, source: str) -> list[str]:
-        return await self.watchlist.add_runs(run_ids, source=source)
 
 
 def run_daemon(

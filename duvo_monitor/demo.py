@@ -89,7 +89,7 @@ async def follow_world(
                 known = len(runs)
                 fresh = [r.id for r in runs if r.id not in monitor.scheduler.tracks]
                 if fresh:
-                    await monitor.add_runs(fresh, source="api")
+                    await monitor.watchlist.add_runs(fresh, source="api")
         if sim.world.next_event_time() is None and caught_up(monitor, sim):
             return True
     return False

@@ -18,8 +18,10 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
+from anyio.abc import TaskStatus
 
 from duvo_monitor.errors import ConfigError, DuvoMonitorError
+from duvo_monitor.sinks.base import SinkClosed
 
 log = structlog.get_logger("duvo_monitor.process")
 
@@ -48,6 +50,23 @@ async def handle_signals(
             log.info("stopping", signal=signal.Signals(signum).name)
             announce_stop()
             stop(0)
+
+
+async def stop_on_closed_output(
+    run: Callable[..., Awaitable[None]],
+    *,
+    stop: Callable[[int], None],
+    abort: Callable[[], None],
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the fan-out (``run``); a closed stdout (``| head``) is a request to stop, not a crash.
+    The closed sink can never acknowledge again: stop now (exit 0) rather than drain."""
+    try:
+        await run(task_status=task_status)
+    except SinkClosed as exc:
+        log.info("output closed; stopping", sink=exc.sink)
+        stop(0)
+        abort()
 
 
 def run_process(main: Callable[[], Awaitable[int]]) -> int:
