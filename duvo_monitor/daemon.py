@@ -183,7 +183,6 @@ class Monitor:
         )
         self.poller = Poller(
             self.client,
-            self.state,
             clock=self.clock,
             config=config.polling,
             not_found_grace=self.appear_grace,

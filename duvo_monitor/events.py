@@ -9,9 +9,11 @@ it was seen, so the same change gets the same id across polls, resyncs and resta
 * ``ai.duvo.message.updated``     key: message id + digest of the new content
 * ``ai.duvo.human_request.*``     key: the human request id
 
-Each event carries its :class:`Change`, the typed kind of what happened, so that consumers (the
-metrics, the sweep-trust weighing) never switch on a type string; the kind is also the id's
-namespace, so ids stay what they always were. Each event is encoded once (orjson) and the same
+The differ reports typed changes (:mod:`duvo_monitor.changes`) and :func:`render` turns each into
+its event here. Each event carries its :class:`Change`, the typed kind of what happened, and the
+change it was rendered from (``cause``), so that consumers (the metrics, the sweep-trust
+weighing) never switch on a type string; the kind is also the id's namespace, so ids stay what
+they always were. Each event is encoded once (orjson) and the same
 bytes go to every sink. Pure.
 """
 
@@ -22,9 +24,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from duvo_monitor.changes import RunChange
 
 SPECVERSION = "1.0"
 SOURCE = "duvo-monitor"
@@ -68,6 +73,8 @@ class Event:
     line: bytes
     change: Change | None = None
     """None for an event read back from its line (redelivered after a crash)."""
+    cause: RunChange | None = None
+    """The typed change this event was rendered from; None for an event read back from its line."""
 
     @classmethod
     def build(
@@ -81,6 +88,7 @@ class Event:
         time: str,
         change_time: float | None,
         data: Mapping[str, Any],
+        cause: RunChange | None = None,
     ) -> Event:
         eid = event_id(run_id, kind.value, key)
         envelope = {
@@ -104,6 +112,7 @@ class Event:
             change_time=change_time,
             line=line,
             change=kind,
+            cause=cause,
         )
 
     @classmethod
@@ -125,3 +134,18 @@ class Event:
     def envelope(self) -> dict[str, Any]:
         value: dict[str, Any] = orjson.loads(self.line)
         return value
+
+
+def render(change: RunChange) -> Event:
+    """The CloudEvent of one change: its id from (run, kind, key), its bytes encoded once."""
+    return Event.build(
+        kind=change.kind,
+        key=change.key,
+        type=change.type,
+        run_id=change.run_id,
+        agent_id=change.agent_id,
+        time=change.time,
+        change_time=change.change_time,
+        data=change.data,
+        cause=change,
+    )

@@ -173,6 +173,12 @@ class Pipeline:
                 # A run's end is delivered before its final pages are read.
                 await self._deliver(track, status)
             result = await self.poller.poll_messages(status, plan)
+            if result.asked:
+                # What was emitted before is read from the state once the poll is over, never
+                # during it; it matters only when it knows one of the ids the pages asked about.
+                found = await self.state.known(track.run_id, result.asked)
+                if found:
+                    result = self.poller.refold(status, result, found)
             error_delay = result.error_delay
             if self.until_terminal and isinstance(result.error, Unauthorized | Forbidden):
                 # `watch` is interactive: a key that is refused will not get better by waiting.

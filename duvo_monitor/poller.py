@@ -1,5 +1,8 @@
 """One poll of one run: the requests its plan asks for, folded through the differ.
 
+The differ says what changed (typed changes); the poller renders each into its event
+(:func:`duvo_monitor.events.render`) for the pipeline to deliver.
+
 A poll is two stages, each returning a :class:`PollResult` that the pipeline delivers before the
 next begins: the status (``GET run``; a run's end should not wait for its final pages), then the
 messages, which continue from the checkpoint the status stage reached. The requests go through
@@ -10,12 +13,23 @@ before the failure is kept, because the checkpoint and the events always move to
 reading continues page after page while pages are full (catch-up of a long history), up to
 ``MAX_PAGES_PER_POLL`` so that one long run cannot hold a worker while others wait; the rest is
 read at the run's next turn, which the scheduler makes immediate.
+
+The poller never reads the state store: it takes the checkpoint as a value and returns its
+result with the new one. The one thing the store knows that a diff may need is which messages
+were emitted before (a resync or the final re-read must not emit a seen id twice); those ids are
+only known once the pages are read, and loading a run's whole history of ids up front would cost
+every poll its history's length. So each page is folded as it arrives, taking this poll's own
+messages as the emitted ones, and the result names the ids it looked up (``asked``); the
+pipeline looks them up after the poll and, only if the store knows one (a resync, a final
+re-read, a shifted history), folds the same pages again with them (:meth:`Poller.refold`).
+Where each page starts does not depend on what was emitted before, so the pages stay valid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
+from enum import Enum
 
 import structlog
 
@@ -25,19 +39,41 @@ from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import (
     NOT_FOUND_GRACE,
     Checkpoint,
+    MessageDiff,
     diff_messages,
     diff_status,
     page_request,
     start_final_verify,
 )
 from duvo_monitor.errors import ApiError, MalformedResponse, NotFound, RateLimited
-from duvo_monitor.events import Event
+from duvo_monitor.events import Event, render
+from duvo_monitor.models import MessagePage
 from duvo_monitor.scheduler import Plan
-from duvo_monitor.state import StateStore
 
 log = structlog.get_logger("duvo_monitor.poller")
 
 MAX_PAGES_PER_POLL = 10
+
+
+class Ending(Enum):
+    """How a poll's message pages ended (None on a result: not read, or an API failure)."""
+
+    CAUGHT_UP = "caught_up"
+    CAPPED = "capped"
+    """``MAX_PAGES_PER_POLL`` pages read, more to come at the run's next turn."""
+    GONE = "gone"
+    """The messages answered 404: the status probe should look at the run right away."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageRead:
+    """One page of messages as a poll read it: where, how many asked, and when."""
+
+    offset: int
+    first: bool
+    page: MessagePage
+    limit: int
+    seen_at: float
 
 
 @dataclass(slots=True, kw_only=True)
@@ -55,13 +91,17 @@ class PollResult:
     requests: int = 0
     error: ApiError | None = None
     error_delay: float | None = None
+    pages: list[PageRead] = field(default_factory=list)
+    asked: list[str] = field(default_factory=list)
+    """Message ids whose earlier digests, if the state store holds any, change this result:
+    the caller looks them up after the poll and asks :meth:`Poller.refold`."""
+    ending: Ending | None = None
 
 
 class Poller:
     def __init__(
         self,
         client: DuvoClient,
-        state: StateStore,
         *,
         clock: Clock,
         config: PollingConfig,
@@ -69,7 +109,6 @@ class Poller:
     ) -> None:
         self.client = client
         self.not_found_grace = not_found_grace
-        self.state = state
         self.clock = clock
         self.config = config
 
@@ -84,7 +123,7 @@ class Poller:
     async def poll_messages(self, status: PollResult, plan: Plan) -> PollResult:
         """The second stage, after ``status`` was delivered: the new messages, if the plan asks
         (or the status stage found the run changed). Carries the status stage's findings."""
-        result = replace(status, events=[], seen=[])
+        result = replace(status, events=[], seen=[], pages=[], asked=[])
         if result.error is not None or result.checkpoint.lost or result.not_yet:
             return result
         if plan.messages or result.status_changed or result.touched:
@@ -133,8 +172,8 @@ class Poller:
             result.error_delay = 0.0
             result.not_yet = True
             return
-        result.events.extend(diff.events)
-        result.status_news += len(diff.events)
+        result.events.extend(render(change) for change in diff.changes)
+        result.status_news += len(diff.changes)
         result.status_changed = result.status_changed or diff.changed
         new = diff.checkpoint
         if (
@@ -147,30 +186,24 @@ class Poller:
             result.checkpoint = start_final_verify(new)
 
     async def _messages(self, result: PollResult, client: DuvoClient) -> None:
+        """Read pages while they are full; each is folded as it comes (its offsets say where
+        the next page starts), taking only this poll's own messages as already emitted."""
         cp = result.checkpoint
         offset, limit = page_request(cp, MESSAGES_PAGE_MAX)
         first = True
-        emitted: dict[str, str] = {}
+        now = self.clock.time
         for _ in range(MAX_PAGES_PER_POLL):
             result.requests += 1
             try:
                 page = await client.list_messages(cp.run_id, limit=limit, offset=offset)
             except NotFound:
                 # The run may be gone: let the status probe find out, right away.
-                result.hint_status = True
+                result.ending = Ending.GONE
+                _finish(result)
                 return
-            known = await self.state.known(cp.run_id, [m.id for m in page.messages])
-            known.update({k: v for k, v in emitted.items() if k not in known})
-            diff = diff_messages(
-                cp,
-                page,
-                offset=offset,
-                first_page=first,
-                known=known,
-                seen_at=self.clock.time(),
-                tail_window=self.config.tail_window,
-                page_size=limit,
-            )
+            read = PageRead(offset=offset, first=first, page=page, limit=limit, seen_at=now())
+            result.pages.append(read)
+            diff = _fold_page(result, read, {}, self.config.tail_window)
             if diff.resync:
                 log.warning(
                     "message history changed; resyncing",
@@ -178,23 +211,76 @@ class Poller:
                     agent_id=cp.agent_id,
                     cursor=cp.next_index,
                 )
-            cp = diff.checkpoint
-            result.checkpoint = cp
-            result.events.extend(diff.events)
-            result.seen.extend(diff.seen)
-            emitted.update(dict(diff.seen))
-            result.message_news += len(diff.events)
-            result.hint_status = result.hint_status or diff.hint_status
+            cp = result.checkpoint
             if diff.next_offset is None:
+                result.ending = Ending.CAUGHT_UP
                 break
             offset = diff.next_offset
             first = diff.resync
         else:
-            result.more_messages = True
-            return
+            result.ending = Ending.CAPPED
+        _finish(result, self.config.final_verify)
+
+    def refold(self, status: PollResult, read: PollResult, found: Mapping[str, str]) -> PollResult:
+        """``read`` again from ``status``, with ``found``: the digests the state store holds
+        for ``read.asked`` (the caller looks them up after the poll, none of it mid-poll). The
+        pages are the same: where each page starts depends on the checkpoint and the ids on
+        the pages, never on what was emitted before, so only the changes can differ."""
+        result = replace(
+            status,
+            events=[],
+            seen=[],
+            pages=list(read.pages),
+            asked=[],
+            ending=read.ending,
+            requests=read.requests,
+            error=read.error,
+            error_delay=read.error_delay,
+        )
+        for page in read.pages:
+            _fold_page(result, page, found, self.config.tail_window)
+        _finish(result, self.config.final_verify)
+        return result
+
+
+def _fold_page(
+    result: PollResult, read: PageRead, found: Mapping[str, str], tail_window: int
+) -> MessageDiff:
+    """Fold one page into ``result``; ``found`` (from the state store) goes before what this
+    poll emitted on its earlier pages."""
+    cp = result.checkpoint
+    known = dict(found)
+    known.update({k: v for k, v in dict(result.seen).items() if k not in found})
+    diff = diff_messages(
+        cp,
+        read.page,
+        offset=read.offset,
+        first_page=read.first,
+        known=known,
+        seen_at=read.seen_at,
+        tail_window=tail_window,
+        page_size=read.limit,
+    )
+    result.checkpoint = diff.checkpoint
+    result.events.extend(render(change) for change in diff.changes)
+    result.seen.extend(diff.seen)
+    result.asked.extend(diff.asked)
+    result.message_news += len(diff.changes)
+    result.hint_status = result.hint_status or diff.hint_status
+    return diff
+
+
+def _finish(result: PollResult, final_verify: str = "full") -> None:
+    """What the way the pages ended says about the run."""
+    if result.ending is Ending.GONE:
+        result.hint_status = True
+    elif result.ending is Ending.CAPPED:
+        result.more_messages = True
+    elif result.ending is Ending.CAUGHT_UP:
+        cp = result.checkpoint
         if cp.terminal and not cp.verified and cp.scan_from is None:
             # Caught up with a run that ended: done (tail), or one full re-read to come (full).
-            if self.config.final_verify == "tail":
+            if final_verify == "tail":
                 result.checkpoint = replace(cp, verified=True)
             else:
                 result.checkpoint = start_final_verify(cp)

@@ -1,4 +1,5 @@
-"""The differ: checkpoints + what the API shows -> events, with stable ids. Pure, no loop."""
+"""The differ: checkpoints + what the API shows -> typed changes, rendered into events with
+stable ids. Pure, no loop."""
 
 from __future__ import annotations
 
@@ -7,19 +8,26 @@ from typing import Any
 
 from duvo_monitor.differ import (
     Checkpoint,
+    MessageDiff,
+    StatusDiff,
     diff_messages,
     diff_status,
     message_digest,
     page_request,
     start_final_verify,
 )
-from duvo_monitor.events import Change, event_id
+from duvo_monitor.events import Change, Event, event_id, render
 from duvo_monitor.models import Message, MessagePage, RunSnapshot
 
 RUN = "11111111-1111-4111-8111-111111111111"
 AGENT = "22222222-2222-4222-8222-222222222222"
 REQ = "33333333-3333-4333-8333-333333333333"
 EP = "test"
+
+
+def events(diff: StatusDiff | MessageDiff) -> list[Event]:
+    """The events of a diff's changes, as the poller renders them."""
+    return [render(change) for change in diff.changes]
 
 
 def run(status: str, **extra: Any) -> dict[str, Any]:
@@ -86,7 +94,7 @@ def read_all(
             page_size=50,
         )
         cp = d.checkpoint
-        types.extend(e.type for e in d.events)
+        types.extend(e.type for e in events(d))
         known.update(dict(d.seen))
         if d.next_offset is None:
             return cp, types, pages
@@ -97,8 +105,8 @@ def read_all(
 def test_first_observation_emits_status_with_null_from() -> None:
     """The first look at a run is a status event from null."""
     d = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9)
-    assert [e.type for e in d.events] == ["ai.duvo.run.running"]
-    assert d.events[0].data["from"] is None
+    assert [e.type for e in events(d)] == ["ai.duvo.run.running"]
+    assert events(d)[0].data["from"] is None
     assert d.checkpoint.status == "running"
     assert d.checkpoint.agent_id == AGENT
 
@@ -106,15 +114,15 @@ def test_first_observation_emits_status_with_null_from() -> None:
 def test_same_status_emits_nothing() -> None:
     """An unchanged snapshot is no news."""
     cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint
-    assert diff_status(cp, snap("running"), seen_at=1e9 + 5).events == []
+    assert diff_status(cp, snap("running"), seen_at=1e9 + 5).changes == []
 
 
 def test_terminal_status_carries_duration() -> None:
     """completed carries duration_seconds from started_at to completed_at."""
     cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint
     d = diff_status(cp, snap("completed", completed_at="2026-01-01T00:01:01.000Z"), seen_at=2e9)
-    assert d.events[0].type == "ai.duvo.run.completed"
-    assert d.events[0].data["duration_seconds"] == 60.0
+    assert events(d)[0].type == "ai.duvo.run.completed"
+    assert events(d)[0].data["duration_seconds"] == 60.0
 
 
 def test_resume_and_finish_again_gets_new_ids() -> None:
@@ -124,7 +132,7 @@ def test_resume_and_finish_again_gets_new_ids() -> None:
     for status in ("running", "completed", "running", "completed"):
         d = diff_status(cp, snap(status), seen_at=1e9)
         cp = d.checkpoint
-        ids.append(d.events[0].id)
+        ids.append(events(d)[0].id)
     assert len(set(ids)) == 4
 
 
@@ -132,27 +140,27 @@ def test_same_change_same_id_across_restart() -> None:
     """Replaying from the same checkpoint (a crash before commit) reproduces the same ids."""
     cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint
     restored = Checkpoint.from_json(cp.to_json())
-    a = diff_status(cp, snap("failed"), seen_at=1e9 + 1).events
-    b = diff_status(restored, snap("failed"), seen_at=1e9 + 99).events
+    a = events(diff_status(cp, snap("failed"), seen_at=1e9 + 1))
+    b = events(diff_status(restored, snap("failed"), seen_at=1e9 + 99))
     assert [e.id for e in a] == [e.id for e in b]
 
 
 def test_unknown_status_passes_through() -> None:
     """A status we have never heard of becomes its own event type."""
     d = diff_status(Checkpoint(run_id=RUN), snap("paused_for_Maintenance"), seen_at=1e9)
-    assert d.events[0].type == "ai.duvo.run.paused_for_maintenance"
-    assert d.events[0].data["to"] == "paused_for_Maintenance"
+    assert events(d)[0].type == "ai.duvo.run.paused_for_maintenance"
+    assert events(d)[0].data["to"] == "paused_for_Maintenance"
 
 
 def test_lost_once() -> None:
     """404 or run:null gives one run.lost, not one per poll."""
     cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint
     d = diff_status(cp, None, seen_at=1e9)
-    assert [e.type for e in d.events] == ["ai.duvo.run.lost"]
-    assert d.events[0].data["reason"] == "not_found"
-    assert diff_status(d.checkpoint, None, seen_at=1e9).events == []
+    assert [e.type for e in events(d)] == ["ai.duvo.run.lost"]
+    assert events(d)[0].data["reason"] == "not_found"
+    assert diff_status(d.checkpoint, None, seen_at=1e9).changes == []
     null = RunSnapshot.from_api({"run": None, "pending_human_request": None}, endpoint=EP)
-    assert diff_status(cp, null, seen_at=1e9).events[0].data["reason"] == "run_null"
+    assert events(diff_status(cp, null, seen_at=1e9))[0].data["reason"] == "run_null"
 
 
 def test_human_request_opened_then_resolved_in_order() -> None:
@@ -166,10 +174,10 @@ def test_human_request_opened_then_resolved_in_order() -> None:
     }
     cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint
     d = diff_status(cp, snap("waiting", pending), seen_at=1e9)
-    assert [e.type for e in d.events] == ["ai.duvo.run.waiting", "ai.duvo.human_request.opened"]
-    d2 = diff_status(d.checkpoint, snap("running"), seen_at=d.events[1].change_time + 30)
-    assert [e.type for e in d2.events] == ["ai.duvo.human_request.resolved", "ai.duvo.run.running"]
-    assert d2.events[0].data["waited_seconds"] == 30.0
+    assert [e.type for e in events(d)] == ["ai.duvo.run.waiting", "ai.duvo.human_request.opened"]
+    d2 = diff_status(d.checkpoint, snap("running"), seen_at=events(d)[1].change_time + 30)
+    assert [e.type for e in events(d2)] == ["ai.duvo.human_request.resolved", "ai.duvo.run.running"]
+    assert events(d2)[0].data["waited_seconds"] == 30.0
 
 
 def test_catch_up_5000_messages_in_the_page_floor() -> None:
@@ -253,7 +261,7 @@ def test_tool_result_carries_name_and_duration() -> None:
         tail_window=5,
         page_size=50,
     )
-    tool_result = d.events[1].data["message"]["tool_result"]
+    tool_result = events(d)[1].data["message"]["tool_result"]
     assert tool_result["name"] == "search"
     assert tool_result["duration_seconds"] == 3.0
     assert d.checkpoint.open_calls == ()
@@ -290,8 +298,8 @@ def test_message_event_ids_stable() -> None:
         tail_window=5,
         page_size=50,
     )
-    assert [e.id for e in a.events] == [e.id for e in b.events]
-    assert len({e.id for e in a.events}) == 3
+    assert [e.id for e in events(a)] == [e.id for e in events(b)]
+    assert len({e.id for e in events(a)}) == 3
 
 
 def test_never_seen_404_gets_a_grace_period() -> None:
@@ -299,14 +307,14 @@ def test_never_seen_404_gets_a_grace_period() -> None:
     from duvo_monitor.differ import NOT_FOUND_GRACE
 
     first = diff_status(Checkpoint(run_id=RUN), None, seen_at=1000.0)
-    assert first.not_yet and first.events == []
+    assert first.not_yet and events(first) == []
     later = diff_status(first.checkpoint, None, seen_at=1000.0 + NOT_FOUND_GRACE / 2)
     assert later.not_yet
     found = diff_status(later.checkpoint, snap("running"), seen_at=1001.0 + NOT_FOUND_GRACE / 2)
-    assert [e.type for e in found.events] == ["ai.duvo.run.running"]
+    assert [e.type for e in events(found)] == ["ai.duvo.run.running"]
     assert found.checkpoint.missing_since is None
     gone = diff_status(later.checkpoint, None, seen_at=1000.0 + NOT_FOUND_GRACE)
-    assert [e.type for e in gone.events] == ["ai.duvo.run.lost"]
+    assert [e.type for e in events(gone)] == ["ai.duvo.run.lost"]
 
 
 def test_lost_run_that_comes_back_is_followed_again() -> None:
@@ -314,8 +322,8 @@ def test_lost_run_that_comes_back_is_followed_again() -> None:
     cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint
     lost = diff_status(cp, None, seen_at=1e9).checkpoint
     back = diff_status(lost, snap("completed"), seen_at=1e9 + 1)
-    assert [e.type for e in back.events] == ["ai.duvo.run.completed"]
-    assert back.events[0].data["from"] == "running"
+    assert [e.type for e in events(back)] == ["ai.duvo.run.completed"]
+    assert events(back)[0].data["from"] == "running"
     assert not back.checkpoint.lost
 
 
@@ -331,9 +339,9 @@ def test_every_event_carries_its_typed_change_and_the_id_it_always_had() -> None
         "type": "approval",
     }
     first = diff_status(Checkpoint(run_id=RUN), snap("waiting", pending), seen_at=1e9)
-    assert [e.change for e in first.events] == [Change.STATUS, Change.REQUEST_OPENED]
+    assert [e.change for e in events(first)] == [Change.STATUS, Change.REQUEST_OPENED]
     again = diff_status(first.checkpoint, snap("running"), seen_at=1e9)
-    assert [e.change for e in again.events] == [Change.REQUEST_RESOLVED, Change.STATUS]
+    assert [e.change for e in events(again)] == [Change.REQUEST_RESOLVED, Change.STATUS]
     messages = diff_messages(
         Checkpoint(run_id=RUN),
         page([msg(0)], 1, 0),
@@ -344,12 +352,12 @@ def test_every_event_carries_its_typed_change_and_the_id_it_always_had() -> None
         tail_window=5,
         page_size=50,
     )
-    assert [e.change for e in messages.events] == [Change.MESSAGE_CREATED]
-    assert first.events[0].id == event_id(RUN, "status", "1")
-    assert first.events[1].id == event_id(RUN, "human_request.opened", REQ)
-    assert again.events[0].id == event_id(RUN, "human_request.resolved", REQ)
-    assert again.events[1].id == event_id(RUN, "status", "2")
-    assert messages.events[0].id == event_id(RUN, "message", msg(0).id)
+    assert [e.change for e in events(messages)] == [Change.MESSAGE_CREATED]
+    assert events(first)[0].id == event_id(RUN, "status", "1")
+    assert events(first)[1].id == event_id(RUN, "human_request.opened", REQ)
+    assert events(again)[0].id == event_id(RUN, "human_request.resolved", REQ)
+    assert events(again)[1].id == event_id(RUN, "status", "2")
+    assert events(messages)[0].id == event_id(RUN, "message", msg(0).id)
     # The namespace and the id layout, pinned to values written by earlier versions.
     assert event_id("r1", "message", "m1") == "11b52b92-4641-51b8-8654-da0b38b63004"
     assert event_id("r1", "status", "1") == "1c228eb2-da3d-5fbf-b50b-3389d85c242f"
