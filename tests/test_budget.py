@@ -7,6 +7,8 @@ fast the machine is; tasks are synchronised on the clock's sleepers, never on re
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 
@@ -192,7 +194,7 @@ async def test_routine_requests_leave_at_the_pace_never_bunched() -> None:
                 await budget.acquire()
                 sent.append(clock.monotonic())
             tg.cancel_scope.cancel()
-    gaps = [b - a for a, b in zip(sent[1:], sent[2:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(sent[1:])]  # the first may leave at once
     assert min(gaps) >= 1 / 0.9 - 1e-6
     for t in sent:
         assert len([s for s in sent if t <= s < t + 60]) <= 60
