@@ -7,6 +7,8 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from test_differ import AGENT, REQ, RUN, msg, snap  # the same run, messages and ids
+
 from duvo_monitor import message_walk, status_diff
 from duvo_monitor.changes import (
     MessageCreated,
@@ -18,47 +20,12 @@ from duvo_monitor.changes import (
 )
 from duvo_monitor.differ import Checkpoint, diff_messages, diff_status, page_request
 from duvo_monitor.events import Change, Event, render
-from duvo_monitor.models import Message, MessagePage, RunSnapshot
-
-RUN = "11111111-1111-4111-8111-111111111111"
-AGENT = "22222222-2222-4222-8222-222222222222"
-REQ = "33333333-3333-4333-8333-333333333333"
-EP = "test"
+from duvo_monitor.models import MessagePage
 
 # sha256 of every line the scenario below produced with the differ as it was before it returned
 # changes (main at 8d047c7, where it built each Event itself); 12 events.
 GOLDEN_COUNT = 12
 GOLDEN_SHA256 = "bfcfd41bfa7d658969e55ad4dd168cffe17dfe387edb30b10dfd0efb85f20cd1"
-
-
-def snap(status: str, pending: dict[str, Any] | None = None, **extra: Any) -> RunSnapshot | None:
-    run = {
-        "id": RUN,
-        "agent_id": AGENT,
-        "build_id": AGENT,
-        "status": status,
-        "source": "api",
-        "sandbox_id": None,
-        "started_at": "2026-01-01T00:00:01.000Z",
-        "completed_at": None,
-        "created_at": "2026-01-01T00:00:00.000Z",
-        "updated_at": "2026-01-01T00:00:05.000Z",
-        "human_in_the_loop_enabled": True,
-    }
-    run.update(extra)
-    return RunSnapshot.from_api({"run": run, "pending_human_request": pending}, endpoint=EP)
-
-
-def msg(i: int, text: str | None = None, **extra: Any) -> Message:
-    data = {
-        "id": f"m{i}",
-        "type": "text",
-        "role": "assistant",
-        "timestamp": f"2026-01-01T00:00:{i % 60:02d}.000Z",
-        "text_content": text if text is not None else f"hello {i}",
-    }
-    data.update(extra)
-    return Message.from_api(data, endpoint=EP)
 
 
 def scenario(
