@@ -1,17 +1,31 @@
-"""The poll pipeline: the dispatcher hands due runs to the workers, a worker polls its run and
-delivers what the poll found, and only then lets the run go.
+"""The poll pipeline: four stages, each handing values on to the next through a bounded stream.
 
 ::
 
-    dispatcher ──(due Track, stream of 0)──▶ worker ──▶ poller ──▶ deliver: stage, publish,
-                                                                    wait for every ack, commit
+    dispatcher ─(Track, 0)─▶ workers ─(Polled, HANDOFF)─▶ publisher ─(Published, HANDOFF)─▶ ...
+     pop_due     polling.workers   stage, publish
+                 of them: plan,    (in order)
+                 poll, look up ids
 
-A worker holds its run until the run's events are acknowledged by every sink and its checkpoint
-is committed, so a run is never polled twice at once and a checkpoint never runs ahead of
-delivery. The stream between the dispatcher and the workers has no buffer: the choice of which
-run to poll is made when a worker (and, with the adaptive policy, the budget) can take it, not
-queued behind older choices. Events staged before a crash are delivered again, with their ids,
-before any poll (:meth:`Pipeline.redeliver_staged`).
+    ... ─▶ committer: wait for every ack, commit, scheduler.done
+
+A run taken from the scheduler is held until its events are acknowledged by every sink and its
+checkpoint is committed; only the committer gives it back (``scheduler.done``), so a run is never
+polled twice at once and a checkpoint never runs ahead of delivery. A worker is free as soon as
+it has handed its poll on, so acknowledgements no longer hold the polling, but the streams are
+bounded: while the sinks take nothing, the publisher's and the committer's streams fill, the
+workers wait to hand on, the dispatcher finds no worker, and no request is spent on news that
+could not be delivered (back-pressure, ``tests/test_pipeline.py``). A poll whose status stage
+emitted events (a run's end) hands that stage on before reading the pages, so a run's end does
+not wait for its final pages; the stages of one poll stay in order through the streams, and the
+outbox (one staged delivery per run, see state.py) keeps both until the first is committed.
+
+The dispatcher stream has no buffer: the choice of which run to poll is made when a worker (and,
+with the adaptive policy, the budget) can take it, not queued behind older choices. The publisher
+and the committer are one task each: publishing is serialised by the fan-out and staging by the
+state store anyway, and acknowledgements come in publish order, so the committer waits for them
+in that order and commits every delivery that is ready in one transaction. Events staged before a
+crash are delivered again, with their ids, before any poll (:meth:`Pipeline.redeliver_staged`).
 """
 
 from __future__ import annotations
@@ -31,7 +45,8 @@ from duvo_monitor.events import Change, Event
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.pacer import TICK
 from duvo_monitor.poller import Poller, PollResult
-from duvo_monitor.scheduler import Track
+from duvo_monitor.scheduler import Plan, Track
+from duvo_monitor.sinks.lane import Delivery
 from duvo_monitor.state import Commit, StateStore
 
 log = structlog.get_logger("duvo_monitor.pipeline")
@@ -39,6 +54,37 @@ log = structlog.get_logger("duvo_monitor.pipeline")
 STOP_GRACE = 10.0
 DRAIN_GRACE = 10.0
 DELIVERY_RETRY = 5.0
+HANDOFF = 8
+"""Polls that may wait for the publisher, and deliveries for their acks, beyond those in hand."""
+MAX_COMMIT = 64
+"""Deliveries committed in one transaction at most."""
+
+
+@dataclass(slots=True, eq=False)
+class Polled:
+    """One stage of one run's poll, handed from its worker to the publisher."""
+
+    track: Track
+    plan: Plan
+    result: PollResult
+    final: bool
+    """The poll's last stage: the committer gives the run back to the scheduler after it."""
+    after: Polled | None = None
+    """The poll's status stage, handed on before this one."""
+    lines: list[bytes] = field(default_factory=list)
+    """What was staged for it (its events' lines, and its status stage's if not yet committed)."""
+    committed: bool = False
+    failed: bool = False
+    """The fan-out refused it; a later stage of the same poll is refused with it."""
+
+
+@dataclass(slots=True, frozen=True)
+class Published:
+    """A stage staged and handed to the sinks, on its way to the committer."""
+
+    polled: Polled
+    commit: Commit
+    delivery: Delivery | None
 
 
 @dataclass(slots=True)
@@ -96,23 +142,31 @@ class Pipeline:
         self.until_terminal = until_terminal
         self._workers = 0
         self._wanted = 0
+        self._held = 0
+        self._polling = 0
         self._hire: Callable[[], None] | None = None
 
     async def poll_until_stopped(self) -> None:
         """Dispatch to ``polling.workers`` workers until stopped; polls in flight then get
-        ``STOP_GRACE`` seconds to deliver and commit."""
-        send, receive = anyio.create_memory_object_stream[Track](0)
+        ``STOP_GRACE`` seconds to be delivered and committed (what is cut short is polled again,
+        or, if staged, delivered again at the next start)."""
+        tracks, taken = anyio.create_memory_object_stream[Track](0)
+        polled, to_publish = anyio.create_memory_object_stream[Polled](HANDOFF)
+        published, to_commit = anyio.create_memory_object_stream[Published](HANDOFF)
         with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as polling, receive:
+            async with anyio.create_task_group() as stages:
+                stages.start_soon(self._publisher, to_publish, published)
+                stages.start_soon(self._committer, to_commit)
+                async with anyio.create_task_group() as polling, taken, polled:
 
-                def hire() -> None:
-                    polling.start_soon(self._worker, receive.clone())
+                    def hire() -> None:
+                        polling.start_soon(self._worker, taken.clone(), polled.clone())
 
-                self._hire = hire
-                self.resize(self.config().polling.workers)
-                await self._dispatch(send)
-                self._hire = None
-                scope.deadline = anyio.current_time() + STOP_GRACE
+                    self._hire = hire
+                    self.resize(self.config().polling.workers)
+                    await self._dispatch(tracks)
+                    self._hire = None
+                    scope.deadline = anyio.current_time() + STOP_GRACE
 
     def resize(self, workers: int) -> None:
         """Run ``workers`` workers from now on (a reload): more start at once; the surplus
@@ -125,6 +179,17 @@ class Pipeline:
     @property
     def workers(self) -> int:
         return self._workers
+
+    @property
+    def held(self) -> int:
+        """Runs taken from the scheduler and not yet given back (handed to a worker, polling, or
+        on their way to the committer): at most ``workers + 2 * HANDOFF + 3``."""
+        return self._held
+
+    @property
+    def polling(self) -> int:
+        """Runs in a worker's hands: at most ``polling.workers``."""
+        return self._polling
 
     # -- dispatching -------------------------------------------------------------------------
 
@@ -150,50 +215,150 @@ class Pipeline:
                         await self.wake.wait(self.clock, wait)
                     continue
                 self.telemetry.poll_lag(max(0.0, now - track.due_popped))
+                self._held += 1
                 await send.send(track)
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[Track]) -> None:
-        async with receive:
+    # -- polling ---------------------------------------------------------------------------
+
+    async def _worker(
+        self, receive: MemoryObjectReceiveStream[Track], send: MemoryObjectSendStream[Polled]
+    ) -> None:
+        async with receive, send:
             try:
                 async for track in receive:
-                    await self._poll_one(track)
+                    self._polling += 1
+                    try:
+                        await self._poll_one(track, send)
+                    finally:
+                        self._polling -= 1
                     if self._workers > self._wanted:
                         break
             finally:
                 self._workers -= 1
 
-    # -- one poll ----------------------------------------------------------------------------
+    async def _poll_one(self, track: Track, send: MemoryObjectSendStream[Polled]) -> None:
+        plan = self.scheduler.plan(track, self.clock.monotonic())
+        status = await self.poller.poll_status(track.cp, plan)
+        stage = None
+        if status.events:
+            # A run's end is delivered before its final pages are read.
+            stage = Polled(track, plan, status, final=False)
+            await send.send(stage)
+        result = await self.poller.poll_messages(status, plan)
+        if result.asked:
+            # What was emitted before is read from the state once the poll is over, never
+            # during it; it matters only when it knows one of the ids the pages asked about.
+            found = await self.state.known(track.run_id, result.asked)
+            if found:
+                result = self.poller.refold(status, result, found)
+        if self.until_terminal and isinstance(result.error, Unauthorized | Forbidden):
+            # `watch` is interactive: a key that is refused will not get better by waiting.
+            log.error("the API refused the key", error=str(result.error))
+            self.stop(1)
+        await send.send(Polled(track, plan, result, final=True, after=stage))
 
-    async def _poll_one(self, track: Track) -> None:
-        now = self.clock.monotonic()
-        plan = self.scheduler.plan(track, now)
-        try:
-            status = await self.poller.poll_status(track.cp, plan)
-            if status.events:
-                # A run's end is delivered before its final pages are read.
-                await self._deliver(track, status)
-            result = await self.poller.poll_messages(status, plan)
-            if result.asked:
-                # What was emitted before is read from the state once the poll is over, never
-                # during it; it matters only when it knows one of the ids the pages asked about.
-                found = await self.state.known(track.run_id, result.asked)
-                if found:
-                    result = self.poller.refold(status, result, found)
-            error_delay = result.error_delay
-            if self.until_terminal and isinstance(result.error, Unauthorized | Forbidden):
-                # `watch` is interactive: a key that is refused will not get better by waiting.
-                log.error("the API refused the key", error=str(result.error))
-                self.stop(1)
-            await self._deliver(track, result)
-        except (SinkError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+    # -- delivering --------------------------------------------------------------------------
+
+    async def _publisher(
+        self, receive: MemoryObjectReceiveStream[Polled], send: MemoryObjectSendStream[Published]
+    ) -> None:
+        """Stage, then publish, in the order the polls were handed on: the staged copy covers
+        a crash between publishing and the commit (see state.py)."""
+        async with receive, send:
+            async for polled in receive:
+                result = polled.result
+                commit = Commit(checkpoint=result.checkpoint, seen=result.seen)
+                delivery = None
+                after = polled.after
+                if after is not None and after.failed:
+                    self._undelivered(polled, None)
+                    continue
+                if result.events:
+                    polled.lines = [e.line for e in result.events]
+                    if after is not None and not after.committed:
+                        # The outbox holds one staged delivery per run: this one's replaces the
+                        # status stage's, so it carries the status stage's events too until
+                        # that is committed (after a crash both are delivered again).
+                        polled.lines = after.lines + polled.lines
+                    try:
+                        await self.state.stage(commit, polled.lines)
+                        self.accounting.emitted(result.events, self.clock.time())
+                        delivery = await self.fanout.publish(result.events)
+                    except (SinkError, anyio.BrokenResourceError, anyio.ClosedResourceError) as e:
+                        self._undelivered(polled, e)
+                        continue
+                await send.send(Published(polled, commit, delivery))
+
+    async def _committer(self, receive: MemoryObjectReceiveStream[Published]) -> None:
+        """Wait for each delivery's acks in publish order, then commit every delivery that is
+        acknowledged by then in one transaction, and give the runs back to the scheduler."""
+        async with receive:
+            head: Published | None = None
+            while True:
+                if head is None:
+                    try:
+                        head = await receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                ready = [head]
+                head = None
+                if ready[0].delivery is not None:
+                    await ready[0].delivery.wait()
+                while len(ready) < MAX_COMMIT:
+                    try:
+                        item = receive.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    if item.delivery is not None and not item.delivery.done:
+                        head = item
+                        break
+                    ready.append(item)
+                await self._commit(ready)
+
+    async def _commit(self, ready: list[Published]) -> None:
+        commits = [
+            item.commit
+            for item in ready
+            if item.commit.checkpoint != item.polled.track.cp
+            or item.commit.seen
+            or item.delivery is not None
+        ]
+        if commits:
+            started = self.clock.monotonic()
+            await self.state.commit(commits)
+            self.telemetry.state_commit(self.clock.monotonic() - started)
+        for item in ready:
+            polled = item.polled
+            track = polled.track
+            self.scheduler.checkpointed(track, item.commit.checkpoint)
+            cp = track.cp
+            if cp.status is not None:
+                self.telemetry.run_status(cp.run_id, cp.agent_id, cp.status)
+                self.outcome.statuses[cp.run_id] = cp.status
+            if polled.final:
+                self._give_back(track, polled.plan, polled.result, polled.result.error_delay)
+            polled.committed = True
+
+    def _undelivered(self, polled: Polled, exc: Exception | None) -> None:
+        """The fan-out refused the events (it is closing, or a sink failed), or those of the
+        poll's status stage: nothing more of the poll is committed, and the run is polled again
+        after ``DELIVERY_RETRY``."""
+        track = polled.track
+        polled.failed = True
+        if exc is not None:
             log.error(
                 "delivery failed; the run will be polled again",
                 run_id=track.run_id,
                 agent_id=track.cp.agent_id,
                 error=str(exc),
             )
-            error_delay = DELIVERY_RETRY
-            result = PollResult(checkpoint=track.cp)
+        if polled.final:
+            self._give_back(track, polled.plan, PollResult(checkpoint=track.cp), DELIVERY_RETRY)
+
+    def _give_back(
+        self, track: Track, plan: Plan, result: PollResult, error_delay: float | None
+    ) -> None:
+        self._held -= 1
         self._weigh_sweep(track, result)
         was_live = not track.retired
         self.scheduler.done(
@@ -223,25 +388,6 @@ class Pipeline:
                 self.scheduler.trust.observe(
                     shown is not None and shown >= event.change_time - 1e-3
                 )
-
-    async def _deliver(self, track: Track, result: PollResult) -> None:
-        """Stage, publish, wait for every sink's ack, then commit: the checkpoint follows
-        delivery, and the staged copy covers a crash in between (see state.py)."""
-        commit = Commit(checkpoint=result.checkpoint, seen=result.seen)
-        if result.events:
-            await self.state.stage(commit, [e.line for e in result.events])
-            self.accounting.emitted(result.events, self.clock.time())
-            delivery = await self.fanout.publish(result.events)
-            await delivery.wait()
-        if result.checkpoint != track.cp or result.seen or result.events:
-            started = self.clock.monotonic()
-            await self.state.commit([commit])
-            self.telemetry.state_commit(self.clock.monotonic() - started)
-        self.scheduler.checkpointed(track, result.checkpoint)
-        cp = track.cp
-        if cp.status is not None:
-            self.telemetry.run_status(cp.run_id, cp.agent_id, cp.status)
-            self.outcome.statuses[cp.run_id] = cp.status
 
     async def drain(self) -> None:
         """After the last poll: give the sinks ``DRAIN_GRACE`` seconds to deliver what they hold."""

@@ -3,10 +3,10 @@
 The differ says what changed (typed changes); the poller renders each into its event
 (:func:`duvo_monitor.events.render`) for the pipeline to deliver.
 
-A poll is two stages, each returning a :class:`PollResult` that the pipeline delivers before the
-next begins: the status (``GET run``; a run's end should not wait for its final pages), then the
-messages, which continue from the checkpoint the status stage reached. The requests go through
-the client bound to the plan's urgency (:meth:`DuvoClient.with_urgency`).
+A poll is two stages, each returning a :class:`PollResult` that the pipeline hands on to delivery
+as soon as it is ready: the status (``GET run``; a run's end should not wait for its final
+pages), then the messages, which continue from the checkpoint the status stage reached. The
+requests go through the client bound to the plan's urgency (:meth:`DuvoClient.with_urgency`).
 
 A poll is a named boundary: an API failure ends the poll (not the daemon) and what it produced
 before the failure is kept, because the checkpoint and the events always move together. Message
@@ -121,7 +121,7 @@ class Poller:
         return result
 
     async def poll_messages(self, status: PollResult, plan: Plan) -> PollResult:
-        """The second stage, after ``status`` was delivered: the new messages, if the plan asks
+        """The second stage, after ``status`` was handed on: the new messages, if the plan asks
         (or the status stage found the run changed). Carries the status stage's findings."""
         result = replace(status, events=[], seen=[], pages=[], asked=[])
         if result.error is not None or result.checkpoint.lost or result.not_yet:
