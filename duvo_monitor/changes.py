@@ -19,16 +19,22 @@ from duvo_monitor.events import TYPE_PREFIX, Change, status_type
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StatusChanged:
-    """The run's status moved; ``key`` is its transition number (persisted in the checkpoint)."""
+class _Change:
+    """What every change carries: the run, the agent, the id key, when, and the event's data."""
 
-    kind: ClassVar[Change] = Change.STATUS
     run_id: str
     agent_id: str | None
     key: str
     time: str
     change_time: float
     data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusChanged(_Change):
+    """The run's status moved; ``key`` is its transition number (persisted in the checkpoint)."""
+
+    kind: ClassVar[Change] = Change.STATUS
     status: str
     previous: str | None
 
@@ -38,73 +44,43 @@ class StatusChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RunLost:
+class RunLost(_Change):
     """The run answers 404 (or ``run: null``); ``key`` is the transition number."""
 
     kind: ClassVar[Change] = Change.LOST
     type: ClassVar[str] = f"{TYPE_PREFIX}run.lost"
-    run_id: str
-    agent_id: str | None
-    key: str
-    time: str
-    change_time: float
-    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MessageCreated:
+class MessageCreated(_Change):
     """A message not emitted before; ``key`` is the message id."""
 
     kind: ClassVar[Change] = Change.MESSAGE_CREATED
     type: ClassVar[str] = f"{TYPE_PREFIX}message.created"
-    run_id: str
-    agent_id: str | None
-    key: str
-    time: str
-    change_time: float
-    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MessageUpdated:
+class MessageUpdated(_Change):
     """A message edited in place; ``key`` is the message id and the new content's digest."""
 
     kind: ClassVar[Change] = Change.MESSAGE_UPDATED
     type: ClassVar[str] = f"{TYPE_PREFIX}message.updated"
-    run_id: str
-    agent_id: str | None
-    key: str
-    time: str
-    change_time: float
-    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RequestOpened:
+class RequestOpened(_Change):
     """A human request appeared on the run; ``key`` is the request id."""
 
     kind: ClassVar[Change] = Change.REQUEST_OPENED
     type: ClassVar[str] = f"{TYPE_PREFIX}human_request.opened"
-    run_id: str
-    agent_id: str | None
-    key: str
-    time: str
-    change_time: float
-    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RequestResolved:
+class RequestResolved(_Change):
     """The open human request is gone (answered, or replaced); ``key`` is the request id."""
 
     kind: ClassVar[Change] = Change.REQUEST_RESOLVED
     type: ClassVar[str] = f"{TYPE_PREFIX}human_request.resolved"
-    run_id: str
-    agent_id: str | None
-    key: str
-    time: str
-    change_time: float
-    data: Mapping[str, Any]
 
 
 RunChange = (

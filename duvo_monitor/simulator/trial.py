@@ -98,10 +98,11 @@ async def run_trial(
 
     ``config`` is the daemon's configuration less ``api.base_url`` and ``state.path``, which are
     filled in. With ``watch_existing`` the runs that exist when the daemon starts are in its
-    ``watch.runs``; with ``follow_new`` every run is told to the daemon (``Monitor.add_runs``,
-    as ``duvo-monitor start`` or the control API would) from the first ``step`` (simulated
-    seconds) at which it exists. It stops when the world has nothing more to play and the
-    daemon has caught up (``settled``), or after ``wall_timeout`` wall seconds.
+    ``watch.runs``; with ``follow_new`` every run is told to the daemon
+    (``Monitor.watchlist.add_runs``, as ``duvo-monitor start`` or the control API would) from
+    the first ``step`` (simulated seconds) at which it exists. It stops when the world has
+    nothing more to play and the daemon has caught up (``settled``), or after ``wall_timeout``
+    wall seconds.
     """
     clock = Clock.scaled(speed)
     sim = Simulator(scenario, clock=clock, rate_limit=rate_limit, faults=faults)
