@@ -371,6 +371,7 @@ class Pipeline:
             hint_status=result.hint_status,
             more_messages=result.more_messages,
             error_delay=error_delay,
+            answered=result.requests > (result.error is not None),
         )
         if was_live and track.retired:
             self._retired(track)

@@ -227,8 +227,14 @@ class Scheduler:
         hint_status: bool,
         more_messages: bool,
         error_delay: float | None = None,
+        answered: bool = False,
     ) -> None:
-        """Fold a finished poll into the run's rates and due times."""
+        """Fold a finished poll into the run's rates and due times.
+
+        A failed poll (``error_delay`` not None) backs the run off exponentially with the
+        failed polls in a row; one that was partly ``answered`` (its status read, then a page
+        failed) starts the count again: the API answers, and a run whose final pages wait must
+        not be left for tens of seconds because of earlier, unrelated failures."""
         track.inflight = False
         track.polls += 1
         if plan.status:
@@ -239,7 +245,7 @@ class Scheduler:
             track.msg_rate.observe(message_news, now)
             track.last_msg_poll = now
         if error_delay is not None:
-            track.failures += 1
+            track.failures = 1 if answered else track.failures + 1
             backoff = error_delay or min(MAX_BACKOFF, 2.0 ** min(track.failures, 8))
             backoff *= 0.75 + self.rng.random() / 2
             track.status_due = (

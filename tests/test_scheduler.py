@@ -37,6 +37,7 @@ def finish(s: Scheduler, run_id: str, now: float, news: int = 0, **kw: object) -
         hint_status=False,
         more_messages=False,
         error_delay=kw.get("error_delay"),  # type: ignore[arg-type]
+        answered=bool(kw.get("answered", False)),
     )
 
 
@@ -146,6 +147,22 @@ def test_errors_back_off_with_jitter_per_run() -> None:
     assert 1.0 < first < second
     finish(s, good, 10.0)
     assert s.tracks[good].msg_due == 11.0
+
+
+def test_a_partly_answered_poll_starts_the_backoff_again() -> None:
+    """Four failed polls in a row back a run off 16 s (give or take the jitter); a poll whose
+    status was read before a page failed backs it off as a first failure does (2 s), so a
+    flaky API does not leave a run's final pages unread for tens of seconds."""
+    s = make(1, min_interval=1.0, max_interval=1.0)
+    run = ids(1)[0]
+    for _ in range(4):
+        finish(s, run, 10.0, error_delay=0.0)
+    due = s.tracks[run].msg_due
+    assert due - 10.0 >= 16.0 * 0.75
+    finish(s, run, due, error_delay=0.0, answered=True)
+    assert s.tracks[run].msg_due - due <= 2.0 * 1.25
+    finish(s, run, due + 3.0, error_delay=0.0)
+    assert s.tracks[run].msg_due - (due + 3.0) >= 4.0 * 0.75
 
 
 def test_retry_after_is_honoured() -> None:
