@@ -371,7 +371,9 @@ class Pipeline:
             hint_status=result.hint_status,
             more_messages=result.more_messages,
             error_delay=error_delay,
-            answered=result.requests > (result.error is not None),
+            # A poll that failed after an earlier request of it was answered (not a run that
+            # is not visible yet, whose backoff keeps growing).
+            answered=result.error is not None and result.requests > 1,
         )
         if was_live and track.retired:
             self._retired(track)
