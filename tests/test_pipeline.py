@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from simfixtures import scenario, wait_until
+from simfixtures import run_id, scenario, wait_until
 
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import Config, parse_config
@@ -29,16 +29,12 @@ WORKERS = 4
 RUNS = WORKERS + 2 * HANDOFF + 10
 
 
-def rid(n: int) -> str:
-    return f"f0000000-0000-4000-8000-{n:012d}"
-
-
 def chatty_run(n: int) -> dict[str, Any]:
     """A run that says something every simulated second for 20 s, then completes."""
     timeline: list[dict[str, Any]] = [{"at": "1s", "status": "running"}]
     timeline += [{"at": f"{i + 2}s", "say": f"step {i}"} for i in range(19)]
     timeline.append({"at": "25s", "status": "completed"})
-    return {"id": rid(n), "agent": "Plain", "start": "-1s", "timeline": timeline}
+    return {"id": run_id(n), "agent": "Plain", "start": "-1s", "timeline": timeline}
 
 
 class GatedSink(MemorySink):
@@ -59,7 +55,7 @@ def config(url: str, tmp_path: Path) -> Config:
     raw: dict[str, Any] = {
         "api": {"base_url": url, "version": "v2"},
         "state": {"path": str(tmp_path / "state.db")},
-        "watch": {"runs": [rid(n) for n in range(RUNS)]},
+        "watch": {"runs": [run_id(n) for n in range(RUNS)]},
         "polling": {"policy": "fixed", "fixed_interval": "500ms", "workers": WORKERS},
     }
     return parse_config(raw)
