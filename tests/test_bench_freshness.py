@@ -26,9 +26,9 @@ def event(at: float, kind: str, run: str = RUN, **data: Any) -> Emitted:
     return Emitted(envelope=envelope, at=T0 + at)
 
 
-def request(at: float, path: str) -> RequestLogEntry:
+def request(at: float, path: str, status: int = 200) -> RequestLogEntry:
     return RequestLogEntry(
-        time=T0 + at, method="GET", path=path, query="", status=200, api_key_ok=True
+        time=T0 + at, method="GET", path=path, query="", status=status, api_key_ok=True
     )
 
 
@@ -132,6 +132,27 @@ def test_first_look_and_its_bound() -> None:
     assert score.first_look == {RUN: 1.5, OTHER: None}
     assert score.first_look_bound == {RUN: 3, OTHER: 3}  # ceil(4 / 2) + 1
     assert score.first_look_late == [OTHER]
+
+
+def test_the_first_look_at_a_deleted_run_is_its_first_answer_after_the_deletion() -> None:
+    """A run deleted before it could be looked at has nothing to read but its absence: its
+    first 404 (v1) or ``run: null`` (v2, a 200) after the deletion is the whole first look. A
+    404 for a run that still exists is not a look."""
+    truth = [
+        change(-30, "status", status_to="completed"),
+        change(-20, "run_lost"),
+        change(0, "status", OTHER, status_to="running"),
+    ]
+    requests = [
+        request(0.5, f"/v1/runs/{OTHER}", status=404),  # e.g. a stale replica: not a look
+        request(0.7, f"/v1/runs/{RUN}", status=404),
+        request(1.0, f"/v1/runs/{OTHER}"),
+    ]
+    score = freshness(truth, [], requests, contest(added={RUN: T0, OTHER: T0}, budget=120))
+    assert score.first_look == {RUN: pytest.approx(0.7), OTHER: None}
+    on_v2 = [request(0.9, f"/v2/runs/{RUN}")]  # 200 {"run": null}
+    score = freshness(truth, [], on_v2, contest(added={RUN: T0}, budget=120))
+    assert score.first_look == {RUN: pytest.approx(0.9)}
 
 
 def test_resume_deletion_and_discovery_latency() -> None:

@@ -167,7 +167,8 @@ def freshness(
             out.deletion_latency.append(latency)
     _resumes(changes, delivered, c, out)
     _discovery(changes, emitted, c, out)
-    _first_looks(requests, c, out)
+    deleted = {t.run_id: t.time for t in truth if t.kind == "run_lost"}
+    _first_looks(requests, c, out, deleted)
     _budget(changes, delivered, requests, c, out)
     return out
 
@@ -292,10 +293,17 @@ def run_of(path: str) -> tuple[str | None, str]:
     return None, "other"
 
 
-def _first_looks(requests: Sequence[RequestLogEntry], c: Contest, out: Freshness) -> None:
+def _first_looks(
+    requests: Sequence[RequestLogEntry],
+    c: Contest,
+    out: Freshness,
+    deleted: Mapping[str, float],
+) -> None:
     """From being added to having read the run's status (GET run, or a v2 list-runs request) and
     its messages; bounded by ceil(first-look requests of its batch / budget a second) + 1 s,
-    where a batch is every run added at the same moment."""
+    where a batch is every run added at the same moment. For a run deleted by then, the first
+    answer about it after its deletion (404, or v2's ``run: null``) is the whole look: there is
+    nothing else to read."""
     batch: dict[float, int] = defaultdict(int)
     for at in c.added.values():
         batch[at] += 1
@@ -304,10 +312,15 @@ def _first_looks(requests: Sequence[RequestLogEntry], c: Contest, out: Freshness
     messages_at: dict[str, float] = {}
     lists = sorted(r.time for r in requests if run_of(r.path)[1] == "list" and r.status == 200)
     for r in sorted(requests, key=lambda r: r.time):
-        if r.status != 200:
-            continue
         run, endpoint = run_of(r.path)
         if run is None or run not in c.added or r.time < c.added[run]:
+            continue
+        if run in deleted and r.time >= deleted[run] and r.status in (200, 404):
+            if endpoint in ("run", "messages"):
+                status_at.setdefault(run, r.time)
+                messages_at.setdefault(run, r.time)
+            continue
+        if r.status != 200:
             continue
         if endpoint == "run":
             status_at.setdefault(run, r.time)
