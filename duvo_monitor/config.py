@@ -22,6 +22,7 @@ from duvo_monitor.httpserver import parse_listen
 from duvo_monitor.ids import is_uuid
 from duvo_monitor.reader import Reader, type_name
 from duvo_monitor.sinks.config import SinkConfig, parse_sinks
+from duvo_monitor.status_diff import NOT_FOUND_GRACE
 from duvo_monitor.units import parse_duration
 
 DEFAULT_BASE_URL = "https://api.duvo.ai"
@@ -85,6 +86,7 @@ class PollingConfig:
     tail_window: int = 5
     final_verify: Literal["full", "tail"] = "full"
     reserve: float = 0.1
+    appear_timeout: float = NOT_FOUND_GRACE
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +250,7 @@ def parse_config(raw: object, *, source: str = "config") -> Config:
             tail_window=s.get("tail_window", p.tail_window, _positive_int),
             final_verify=s.get("final_verify", p.final_verify, _choice("full", "tail")),
             reserve=s.get("reserve", p.reserve, _fraction),
+            appear_timeout=s.get("appear_timeout", p.appear_timeout, parse_duration),
         )
         if polling.min_interval > polling.max_interval:
             s.problem("min_interval", "must not be above polling.max_interval")

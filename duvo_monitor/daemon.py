@@ -31,7 +31,6 @@ from duvo_monitor.config import Config
 from duvo_monitor.context import Context, Wake
 from duvo_monitor.control import serve_control
 from duvo_monitor.credentials import Secret
-from duvo_monitor.differ import NOT_FOUND_GRACE
 from duvo_monitor.errors import ConfigError, ConfigProblem
 from duvo_monitor.fanout import FanOut
 from duvo_monitor.metrics import Telemetry, serve_metrics
@@ -70,13 +69,14 @@ class Monitor:
         handle_signals: bool = True,
         notifier: Notifier | None = None,
         control_token: Secret | None = None,
-        appear_grace: float = NOT_FOUND_GRACE,
+        appear_grace: float | None = None,
     ) -> None:
         if config.control.listen and control_token is None:
             why = "the control API needs a token (control.token_env)"
             raise ConfigError([ConfigProblem("control.listen", why)])
         self.config = config
-        self.appear_grace = appear_grace  # how long a never-seen run may 404 before it is lost
+        # How long a never-seen run may 404 before it is lost (None: polling.appear_timeout).
+        self.appear_grace = appear_grace
         self.api_key = api_key
         self.environ = environ
         self.clock = clock or Clock()

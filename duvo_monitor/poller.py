@@ -37,7 +37,6 @@ from duvo_monitor.api import MESSAGES_PAGE_MAX, DuvoClient
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import (
-    NOT_FOUND_GRACE,
     Checkpoint,
     MessageDiff,
     diff_messages,
@@ -105,12 +104,18 @@ class Poller:
         *,
         clock: Clock,
         config: PollingConfig,
-        not_found_grace: float = NOT_FOUND_GRACE,
+        not_found_grace: float | None = None,
     ) -> None:
         self.client = client
-        self.not_found_grace = not_found_grace
+        self.not_found_grace = not_found_grace  # None: polling.appear_timeout (read at reload)
         self.clock = clock
         self.config = config
+
+    @property
+    def appear_timeout(self) -> float:
+        """How long a run never seen may answer 404 before it is declared lost."""
+        given = self.not_found_grace
+        return self.config.appear_timeout if given is None else given
 
     async def poll_status(self, cp: Checkpoint, plan: Plan) -> PollResult:
         """The first stage: the run's status, if the plan asks (or it was never seen)."""
@@ -160,7 +165,7 @@ class Poller:
         except NotFound:
             snapshot = None
         diff = diff_status(
-            cp, snapshot, seen_at=self.clock.time(), not_found_grace=self.not_found_grace
+            cp, snapshot, seen_at=self.clock.time(), not_found_grace=self.appear_timeout
         )
         run = None if snapshot is None else snapshot.run
         if run is not None and cp.updated_at is not None and run.updated_at != cp.updated_at:

@@ -28,9 +28,10 @@ from duvo_monitor.models import (
     parse_time,
 )
 
-NOT_FOUND_GRACE = 120.0
-"""A run never seen that answers 404 is given this long to appear (a typo'd id stays lost; an id
-registered right after start, on an API a moment behind, does not)."""
+NOT_FOUND_GRACE = 10.0
+"""A run never seen that answers 404 is given this long to appear (a typo'd id is reported lost;
+an id registered right after start, on an API a moment behind, is not). The daemon's
+``polling.appear_timeout`` and ``watch --appear-timeout`` default to it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

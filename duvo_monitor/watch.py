@@ -37,13 +37,14 @@ from duvo_monitor.credentials import Secret
 from duvo_monitor.daemon import Monitor
 from duvo_monitor.errors import ApiError, Forbidden, NotFound, TransportError, Unauthorized
 from duvo_monitor.sinks.base import Sink
+from duvo_monitor.status_diff import NOT_FOUND_GRACE
 
 log = structlog.get_logger("duvo_monitor.watch")
 
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
 EXIT_TIMEOUT = 124  # what timeout(1) exits with
-DEFAULT_APPEAR_TIMEOUT = 10.0
+DEFAULT_APPEAR_TIMEOUT = NOT_FOUND_GRACE
 REACH_BACKOFF = 1.0
 REACH_BACKOFF_CAP = 30.0
 POKE_EVERY = 1.0

@@ -199,6 +199,44 @@ async def test_a_finished_run_deleted_later_is_lost_at_the_next_sweep(tmp_path: 
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_a_run_deleted_before_the_start_is_reported_lost(
+    tmp_path: Path, version: str
+) -> None:
+    """A watched run that was deleted before the daemon first looked answers 404 from the
+    start: it is reported lost (never seen, so `last_status` null) once `polling.appear_timeout`
+    is over, not minutes later, while a live run next to it is followed to its end."""
+    gone = {**history_run(3, 1), "start": "-5m"}
+    gone["timeline"] = [*gone["timeline"], {"at": "10s", "delete": True}]
+    live = {**history_run(2, 2), "start": "-1s"}
+    live["timeline"] = [{"at": "2s", "status": "running"}, {"at": "12s", "status": "completed"}]
+    scenario = Scenario.from_dict(
+        {"version": 1, "team": TEAM, "agents": [AGENT], "runs": [gone, live]}
+    )
+    result = await run_world(
+        scenario,
+        tmp_path,
+        speed=20,
+        version=version,
+        discover=False,
+        polling={"appear_timeout": "10s"},
+    )
+    assert result.settled
+    s = result.score(runs={str(live["id"])})
+    assert s.perfect_messages and not s.final_mismatch, s.summary()
+    lost = [
+        e.envelope
+        for e in result.sink.received
+        if e.envelope["type"] == "ai.duvo.run.lost" and e.envelope["subject"] == gone["id"]
+    ]
+    assert len(lost) == 1
+    assert lost[0]["data"]["last_status"] is None
+    # Reported after the grace (10 s of the daemon's clock), well within two of them.
+    when = emitted_at(result, "ai.duvo.run.lost", str(gone["id"]))[0]
+    assert 10.0 <= when - result.sim.started_at < 40.0, when - result.sim.started_at
+
+
+@pytest.mark.anyio
 async def test_trusted_rounds_under_saturation(tmp_path: Path) -> None:
     """More busy runs than the budget can poll: once sweeps are trusted, each sweep and the polls
     it sets off are one round, paced on what the budget has left. Nothing is missed or repeated,
