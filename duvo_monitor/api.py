@@ -130,6 +130,8 @@ class DuvoClient:
     max_body_bytes: int = MAX_BODY_BYTES
     urgent: bool = False
     """Whether this client's requests pass the gate as urgent (see :meth:`with_urgency`)."""
+    first: bool = False
+    """Whether they are a run's first look (see :meth:`with_urgency`)."""
     deadline: float = REQUEST_DEADLINE
 
     def __post_init__(self) -> None:
@@ -139,9 +141,10 @@ class DuvoClient:
         if self.version not in ("v1", "v2"):
             raise ValueError(f"api version must be v1 or v2, not {self.version!r}")
 
-    def with_urgency(self, urgent: bool) -> DuvoClient:
-        """The same client, its requests passing the gate as ``urgent`` (a hinted poll's)."""
-        return replace(self, urgent=urgent)
+    def with_urgency(self, urgent: bool, *, first: bool = False) -> DuvoClient:
+        """The same client, its requests passing the gate as ``urgent`` (a hinted poll's), and
+        as a run's ``first`` look."""
+        return replace(self, urgent=urgent, first=first)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -305,7 +308,7 @@ class DuvoClient:
         ok: int = 200,
     ) -> Any:
         if self.gate is not None:
-            await self.gate(endpoint, urgent=self.urgent)
+            await self.gate(endpoint, urgent=self.urgent, first=self.first)
         request_headers = {
             "authorization": f"Bearer {self.api_key.reveal()}",
             "accept": "application/json",

@@ -16,6 +16,15 @@ The server has the last word, and it can only tighten:
   (counting those already in flight when the answer left the server);
 * a 429 with ``retry-after`` pauses *every* request until then (no header: a cautious pause).
 
+A burst must not take the whole window. Requests sent at once (the first looks at every run,
+a storm of hints) stay in the log for a full window; spent to the last, the log then holds
+*every* request until they age out, however much news waits: seconds with nothing sent. So,
+apart from first looks, requests leave as fast as the log allows only while the fastest even
+rate that would still fit until each logged request ages out stays above a *trickle*
+(``TRICKLE`` of the sustained rate); from there on they leave at that even rate. A burst may
+take the window's spare room at once, never the share of the seconds after it. A log filled at
+the sustained rate or slower never binds here, so this only shapes bursts.
+
 Pure apart from :meth:`acquire`, which sleeps on the injected clock.
 """
 
@@ -36,6 +45,7 @@ KINDS = ("sweep", "hinted", "routine")
 MAX_SLEEP_STEP = 1.0
 PRIORITY_YIELD = 0.01
 PRIORITY_ENDPOINTS = frozenset({"GET /v2/teams/{teamId}/runs"})
+TRICKLE = 0.5  # share of the sustained rate a burst leaves for each second until it ages out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,8 +95,37 @@ class Budget:
         self.pace.set_rate(rate, self.clock.monotonic())
 
     def routine_wait(self) -> float:
-        """Seconds until a routine request may be sent: the log and the pace both allow it."""
-        return max(self.wait_time(), self.pace.wait(self.clock.monotonic()))
+        """Seconds until a routine request may be sent: the log, the trickle and the pace allow
+        it."""
+        return max(self.urgent_wait(), self.pace.wait(self.clock.monotonic()))
+
+    def urgent_wait(self) -> float:
+        """Seconds until a request other than a first look may be sent: the log allows it and
+        leaves the trickle's room (see the module's docstring)."""
+        return max(self.wait_time(), self.trickle_wait())
+
+    def trickle_wait(self, now_mono: float | None = None) -> float:
+        """Seconds until a request other than a first look may leave for the trickle (see the
+        module's docstring): 0 while the fastest even rate that fits the log until each logged
+        request ages out is above ``TRICKLE`` of the sustained rate. O(requests in the log)."""
+        mono = self.clock.monotonic() if now_mono is None else now_mono
+        self._prune(mono)
+        n = len(self._log)
+        if n == 0:
+            return 0.0
+        limit, window = self.limit, self.window
+        # Sending at an even rate r until the i-th logged request ages out (s_i from now) adds
+        # r·s_i to the n - i still logged then: r ≤ (limit - (n - i)) / s_i for every i.
+        fits = min(
+            max(0.0, limit - (n - i)) / max(sent + window - mono, 1e-9)
+            for i, sent in enumerate(self._log)
+        )
+        if fits <= 0:
+            return 0.0  # the log itself is full: wait_time says when it frees
+        if fits > TRICKLE * limit / window:
+            return 0.0  # room for a burst and the trickle after it
+        # The burst has taken what it may: from here the even rate that fits.
+        return max(0.0, self._log[-1] + 1.0 / fits - mono)
 
     @property
     def limit(self) -> int:
@@ -123,22 +162,26 @@ class Budget:
             wait = max(wait, self._server_reset - unix)
         return wait
 
-    async def acquire(self, endpoint: str = "", *, urgent: bool = False) -> None:
+    async def acquire(
+        self, endpoint: str = "", *, urgent: bool = False, first: bool = False
+    ) -> None:
         """Wait until a request fits the budget, then count it as sent.
 
-        Routine requests also wait for the pace (bucket.py). Requests wait their turn in order,
-        except the change detector and what it found: a
-        list-runs sweep (``PRIORITY_ENDPOINTS``) and the polls of a run known to have news
+        Routine requests also wait for the pace (bucket.py); all but a run's ``first`` look
+        for the trickle a burst leaves (see the module's docstring). Requests wait their turn
+        in order, except the change detector and what it found: a list-runs sweep
+        (``PRIORITY_ENDPOINTS``) and the polls of a run known to have news
         (``urgent``: a hinted poll, see ``DuvoClient.with_urgency``) go ahead of routine polls.
         """
         sweep = endpoint in PRIORITY_ENDPOINTS
-        kind = "sweep" if sweep else "hinted" if urgent else "routine"
+        kind = "sweep" if sweep else "hinted" if urgent or first else "routine"
+        gate = self.wait_time if first else self.urgent_wait
         self._waiting += 1
         try:
             if kind != "routine":
                 self._priority_waiting += 1
                 try:
-                    while (wait := self.wait_time()) > 0:
+                    while (wait := gate()) > 0:
                         await self.clock.sleep(min(wait, MAX_SLEEP_STEP))
                 finally:
                     self._priority_waiting -= 1

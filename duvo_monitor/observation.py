@@ -31,9 +31,10 @@ Observer = Callable[[Observation], None]
 
 
 class Gate(Protocol):
-    """Waits until a request to ``endpoint`` may leave; an ``urgent`` one goes ahead of others."""
+    """Waits until a request to ``endpoint`` may leave; an ``urgent`` one goes ahead of others,
+    and one of a run's ``first`` look may spend the window's burst (see budget.py)."""
 
-    def __call__(self, endpoint: str, *, urgent: bool) -> Awaitable[None]: ...
+    def __call__(self, endpoint: str, *, urgent: bool, first: bool = False) -> Awaitable[None]: ...
 
 
 __all__ = ["Gate", "Observation", "Observer"]

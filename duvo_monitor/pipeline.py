@@ -197,10 +197,16 @@ class Pipeline:
         async with send:
             while not self.stopping.is_set():
                 if self.config().polling.policy != "fixed":
-                    # A poll of a run known to have news waits only for the budget; a routine
-                    # one for the pace as well.
-                    urgent = self.scheduler.hinted_backlog(self.clock.monotonic())
-                    wait = self.budget.wait_time() if urgent else self.budget.routine_wait()
+                    # A first look waits only for the log; a poll of a run known to have news
+                    # for the log and the trickle kept for later (budget.py); a routine one for
+                    # the pace as well.
+                    mono = self.clock.monotonic()
+                    if self.scheduler.first_backlog(mono):
+                        wait = self.budget.wait_time()
+                    elif self.scheduler.hinted_backlog(mono):
+                        wait = self.budget.urgent_wait()
+                    else:
+                        wait = self.budget.routine_wait()
                     held = self.pacer.dispatch_hold(budget_wait=wait, waiting=self.budget.waiting)
                     if held > 0:
                         # Hand out a poll only when the budget can send it: the choice of which
@@ -450,9 +456,9 @@ def policy_gate(ctx: Context) -> Gate:
     """The budget's gate, bypassed under ``polling.policy: fixed`` (read at each request: a
     reload may switch the policy either way)."""
 
-    async def gate(endpoint: str, *, urgent: bool) -> None:
+    async def gate(endpoint: str, *, urgent: bool, first: bool = False) -> None:
         if ctx.config().polling.policy != "fixed":
-            await ctx.budget.acquire(endpoint, urgent=urgent)
+            await ctx.budget.acquire(endpoint, urgent=urgent, first=first)
 
     return gate
 

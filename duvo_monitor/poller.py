@@ -121,7 +121,7 @@ class Poller:
         """The first stage: the run's status, if the plan asks (or it was never seen)."""
         result = PollResult(checkpoint=cp)
         if plan.status or cp.status is None:
-            client = self.client.with_urgency(plan.urgent)
+            client = self.client.with_urgency(plan.urgent, first=plan.first)
             await self._guarded(result, self._status(result, client))
         return result
 
@@ -132,7 +132,7 @@ class Poller:
         if result.error is not None or result.checkpoint.lost or result.not_yet:
             return result
         if plan.messages or result.status_changed or result.touched:
-            client = self.client.with_urgency(plan.urgent)
+            client = self.client.with_urgency(plan.urgent, first=plan.first)
             await self._guarded(result, self._messages(result, client))
         return result
 

@@ -175,7 +175,7 @@ class Scheduler:
         if not status and not messages:
             messages = True
         urgent, track.urgent = track.urgent, False
-        return Plan(status=status, messages=messages, urgent=urgent)
+        return Plan(status=status, messages=messages, urgent=urgent, first=not track.polls)
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -449,6 +449,10 @@ class Scheduler:
     def hinted_backlog(self, now: float) -> bool:
         """Is a run known to have news still waiting for its poll?"""
         return min(self._top(self._first), self._top(self._urgent)) <= now
+
+    def first_backlog(self, now: float) -> bool:
+        """Is a run's first look due?"""
+        return self._top(self._first) <= now
 
     def _round_robin(self) -> float:
         # Every live run, in turn, at the rate the budget allows: one round asks every live

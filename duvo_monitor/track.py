@@ -75,3 +75,4 @@ class Plan:
     status: bool
     messages: bool
     urgent: bool = False
+    first: bool = False  # the run's first look: it may spend the window's burst (budget.py)

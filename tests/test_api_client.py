@@ -513,7 +513,7 @@ async def test_bad_arguments_raise_value_error_before_any_request(
     wire = Wire()
     gated: list[str] = []
 
-    async def gate(endpoint: str, *, urgent: bool) -> None:
+    async def gate(endpoint: str, *, urgent: bool, first: bool = False) -> None:
         gated.append(endpoint)
 
     with pytest.raises(ValueError, match=r"uuid|limit|offset|sort_order|empty"):
@@ -953,7 +953,7 @@ async def test_gate_is_awaited_before_every_request(connect: Factory) -> None:
     a client bound to urgency passes it on, the client it came from stays routine."""
     events: list[str] = []
 
-    async def gate(endpoint: str, *, urgent: bool) -> None:
+    async def gate(endpoint: str, *, urgent: bool, first: bool = False) -> None:
         await anyio.lowlevel.checkpoint()
         events.append(f"gate {endpoint}{' urgent' if urgent else ''}")
 
@@ -992,7 +992,7 @@ async def test_a_gate_that_refuses_stops_the_request(connect: Factory) -> None:
     class BudgetExhausted(Exception):
         pass
 
-    async def gate(endpoint: str, *, urgent: bool) -> None:
+    async def gate(endpoint: str, *, urgent: bool, first: bool = False) -> None:
         raise BudgetExhausted(endpoint)
 
     wire = Wire()

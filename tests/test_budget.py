@@ -40,8 +40,8 @@ async def jumping(clock: VirtualClock) -> None:
 
 @pytest.mark.anyio
 async def test_never_more_than_limit_in_any_window() -> None:
-    """30/min admits 30 urgent requests at once (the sliding log; routine ones are paced on
-    top of it), and the 31st only a window (plus the margin) later."""
+    """30/min admits 30 first looks at once (the sliding log; other requests leave a trickle,
+    routine ones are paced on top of it), and the 31st only a window (plus the margin) later."""
     clock = VirtualClock()
     budget = Budget(30, clock=clock, window=60, margin=1)
     sent: list[float] = []
@@ -49,7 +49,7 @@ async def test_never_more_than_limit_in_any_window() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(jumping, clock)
             for _ in range(45):
-                await budget.acquire(urgent=True)
+                await budget.acquire(urgent=True, first=True)
                 sent.append(clock.monotonic())
             tg.cancel_scope.cancel()
     for i, t in enumerate(sent):
@@ -57,6 +57,43 @@ async def test_never_more_than_limit_in_any_window() -> None:
         assert len(in_window) <= 30, i
     assert sent[29] == sent[0]
     assert sent[30] - sent[0] >= 61
+
+
+@pytest.mark.anyio
+async def test_a_burst_leaves_a_trickle_until_it_ages_out() -> None:
+    """After a burst of first looks, hinted requests do not spend the rest of the window at once
+    and then leave nothing for a minute: they go at an even rate that fits until the burst ages
+    out; the window is never exceeded."""
+    clock = VirtualClock()
+    budget = Budget(30, clock=clock, window=60, margin=1)
+    start = clock.monotonic()
+    for _ in range(20):
+        await budget.acquire(first=True)
+    sent: list[float] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(jumping, clock)
+            for _ in range(20):
+                await budget.acquire(urgent=True)
+                sent.append(clock.monotonic() - start)
+            tg.cancel_scope.cancel()
+    before = [t for t in sent if t < 61]
+    # 10 more fit before the burst ages out at 61 s: spread over it, one every 5-6 s.
+    assert len(before) == 10, sent
+    assert all(b - a >= 5.0 for a, b in itertools.pairwise(before)), before
+    assert before[-1] >= 50
+    every = [0.0] * 20 + sent
+    assert all(sum(1 for s in every if t <= s < t + 61) <= 30 for t in every)
+
+
+def test_without_a_burst_the_trickle_does_not_bind() -> None:
+    """Requests logged at the sustained rate leave the log's own room untouched."""
+    clock = VirtualClock()
+    budget = Budget(60, clock=clock, window=60, margin=0)
+    for _ in range(59):
+        budget._take()
+        clock.advance(1.0)
+    assert budget.wait_time() == 0 and budget.trickle_wait() == 0
 
 
 def test_server_limit_tightens_never_loosens() -> None:
@@ -109,7 +146,7 @@ async def test_sweeps_go_ahead_of_the_queue() -> None:
     clock = VirtualClock()
     budget = Budget(5, clock=clock, window=6, margin=0)
     for _ in range(5):
-        await budget.acquire(urgent=True)  # fills the log at once (routine ones are paced)
+        await budget.acquire(first=True)  # fills the log at once (only first looks may)
     order: list[str] = []
     all_in = anyio.Event()
 
