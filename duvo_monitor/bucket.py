@@ -4,7 +4,8 @@ The budget (budget.py) is a sliding log: it admits N requests in any 60 s howeve
 Spent faster than N/60 a second, it fills early and then holds *every* request until old ones
 age out: seconds with nothing sent while news waits. So routine polls are paced on top of it:
 the bucket fills at ``rate`` (the budget's sustained rate less ``polling.reserve``) and drains by
-every request actually sent, of any kind (sweeps, hinted polls, catch-up pages, retries). A
+every request actually sent, of any kind (sweeps, hinted polls, catch-up pages, retries), a
+run's first look only while the log is short (budget.py: with room, it is bounded by the log). A
 routine poll leaves only while the bucket holds a request's worth; hinted polls and sweeps never
 wait for it, but what they spend is owed (down to ``debt`` seconds of the rate), so routine work
 gives way to news instead of adding to it.

@@ -30,6 +30,7 @@ Pure apart from :meth:`acquire`, which sleeps on the injected clock.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
 from dataclasses import dataclass
 
@@ -109,23 +110,33 @@ class Budget:
         module's docstring): 0 while the fastest even rate that fits the log until each logged
         request ages out is above ``TRICKLE`` of the sustained rate. O(requests in the log)."""
         mono = self.clock.monotonic() if now_mono is None else now_mono
-        self._prune(mono)
-        n = len(self._log)
-        if n == 0:
+        if not self._log:
             return 0.0
+        fits = self.fitting_rate(mono)
         limit, window = self.limit, self.window
-        # Sending at an even rate r until the i-th logged request ages out (s_i from now) adds
-        # r·s_i to the n - i still logged then: r ≤ (limit - (n - i)) / s_i for every i.
-        fits = min(
-            max(0.0, limit - (n - i)) / max(sent + window - mono, 1e-9)
-            for i, sent in enumerate(self._log)
-        )
         if fits <= 0:
             return 0.0  # the log itself is full: wait_time says when it frees
         if fits > TRICKLE * limit / window:
             return 0.0  # room for a burst and the trickle after it
         # The burst has taken what it may: from here the even rate that fits.
         return max(0.0, self._log[-1] + 1.0 / fits - mono)
+
+    def fitting_rate(self, now_mono: float | None = None) -> float:
+        """The fastest even rate (requests a second) that still fits the log until each
+        logged request ages out: the sustained rate or more for a log filled at that rate, less
+        after a burst (``inf`` for an empty log). O(requests in the log)."""
+        mono = self.clock.monotonic() if now_mono is None else now_mono
+        self._prune(mono)
+        n = len(self._log)
+        if n == 0:
+            return math.inf
+        limit, window = self.limit, self.window
+        # Sending at an even rate r until the i-th logged request ages out (s_i from now) adds
+        # r·s_i to the n - i still logged then: r ≤ (limit - (n - i)) / s_i for every i.
+        return min(
+            max(0.0, limit - (n - i)) / max(sent + window - mono, 1e-9)
+            for i, sent in enumerate(self._log)
+        )
 
     @property
     def limit(self) -> int:
@@ -189,7 +200,11 @@ class Budget:
                 async with self._lock:
                     while (wait := self.routine_wait()) > 0 or self._priority_waiting:
                         await self.clock.sleep(min(max(wait, PRIORITY_YIELD), MAX_SLEEP_STEP))
-            self._take()
+            # A first look is owed to the pace only once the log is short (a burst to pay
+            # back): with room, owing it stalled every routine poll for seconds after a start
+            # or while new runs kept arriving, with most of the log free; short, routine polls
+            # must give way to it, or they take what the next minute's news needs.
+            self._take(pace=not first or self.fitting_rate() < self.pace.rate)
             self.sent_by[kind, endpoint] += 1
         finally:
             self._waiting -= 1
@@ -207,8 +222,9 @@ class Budget:
             totals[kind] += count
         return totals
 
-    def _take(self) -> None:
-        self.pace.take(self.clock.monotonic())
+    def _take(self, *, pace: bool = True) -> None:
+        if pace:
+            self.pace.take(self.clock.monotonic())
         self._log.append(self.clock.monotonic())
         self._sent_since_report += 1
         self._inflight += 1

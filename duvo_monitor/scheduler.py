@@ -30,6 +30,7 @@ import heapq
 import math
 import random
 
+from duvo_monitor import repace
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import Checkpoint
 from duvo_monitor.news import Demand, PooledRate, SweepTrust, share, water_level
@@ -299,13 +300,9 @@ class Scheduler:
             self.linger_news.observe(status_news, exposure, now)
 
     def _linger_due(self, track: Track, now: float) -> float:
-        """The next linger poll: at least half an interval away, then on the run's own phase
-        of its interval (``linger_interval`` when the budget is short, down to ``min_interval``
-        when it has room). Runs that all ended at once (read when the daemon started) would
-        otherwise come back all at once, every interval."""
-        interval = self.status_interval(track)
-        offset = track.phase_offset * interval
-        return math.ceil((now + interval / 2 - offset) / interval) * interval + offset
+        """The next linger poll (repace.linger_grid: on the run's own phase of its interval,
+        ``linger_interval`` when the budget is short, down to ``min_interval`` with room)."""
+        return repace.linger_grid(track, now, self.status_interval(track))
 
     def set_sweeping(self, sweeping: bool, now: float) -> None:
         """Sweeps start or stop. When they stop, the runs they covered get their per-run
@@ -343,13 +340,15 @@ class Scheduler:
 
     # -- intervals ---------------------------------------------------------------------------
 
-    def recompute(self) -> None:
+    def recompute(self, now: float | None = None) -> None:
         """Refresh the share over the live probes (call about once a second): the level at
-        which the probes' rates fill ``rate``, less what the fixed-interval probes take."""
+        which the probes' rates fill ``rate``, less what the fixed-interval probes take. Given
+        ``now`` and no poll due, idle probes are brought forward to a larger share (repace.py)."""
         demands: dict[tuple[float, float, float], int] = {}
         fixed = 0.0
         live = probes = 0
         adaptive = self.config.policy == "adaptive"
+        idle: list[tuple[Track, Spec, Spec]] = []  # probes that _repace may bring forward
         for track in self.tracks.values():
             if track.retired:
                 continue
@@ -359,19 +358,46 @@ class Scheduler:
             probes += 1 if phase in ("lingering", "ending") else 2
             if not adaptive:
                 continue
-            for spec in (self._message_spec(track), self._status_spec(track)):
+            specs = (self._message_spec(track), self._status_spec(track))
+            for spec in specs:
                 if isinstance(spec, tuple):
                     weight, fastest, slowest = spec
                     key = (weight, 1.0 / slowest, 1.0 / fastest)
                     demands[key] = demands.get(key, 0) + 1
                 elif 0 < spec < INF:
                     fixed += 1.0 / spec
+            if now is not None and track.polls and not track.inflight and not track.failures:
+                idle.append((track, *specs))
         self._live = live
         self._probes = probes
         self._stale = False
         if adaptive:
             share_of = [Demand(w, slow, fast, n) for (w, slow, fast), n in demands.items()]
             self._level = water_level(share_of, max(self._rate - fixed, 1e-6))
+            if now is not None and self.next_due() > now:
+                # Only into an idle queue: with polls already waiting for the budget, probes
+                # brought forward would not add a request, only queue ahead of due ones.
+                self._repace(now, idle)
+
+    def _repace(self, now: float, idle: list[tuple[Track, Spec, Spec]]) -> None:
+        """Bring idle probes forward to a larger share (repace.py); each spec's interval once."""
+        intervals = {spec: self._interval(spec) for spec in {x for _, *xs in idle for x in xs}}
+        given = ((t, intervals[m], intervals[st]) for t, m, st in idle)
+        for track, status, at in repace.forward(given, now, self._rate):
+            if status:
+                track.status_due = min(track.status_due, at)
+            else:
+                track.msg_due = min(track.msg_due, at)
+            self._push(track)
+        if len(self._heap) + len(self._urgent) > 4 * len(self.tracks) + 64:
+            # Superseded entries are dropped lazily at the top; rebuild before they pile up.
+            for heap in (self._heap, self._urgent):
+                heap[:] = [e for e in heap if self._entry_live(e)]
+                heapq.heapify(heap)
+
+    def _entry_live(self, entry: tuple[float, int, str]) -> bool:
+        track = self.tracks.get(entry[2])
+        return track is not None and track.due == entry[0] and not track.inflight
 
     def _status_swept(self, track: Track) -> bool:
         return self.sweeping and track.swept_at is not None

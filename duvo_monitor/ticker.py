@@ -63,6 +63,9 @@ class Ticker:
                 budget_rate=budget_rate, reserve=config.polling.reserve
             )
             self.budget.set_pace(sustained)
+            # After a burst, the log lets less than the pace through until it ages out: the
+            # share is of what can really leave, so the least promising probes stretch first.
+            fits = self.budget.fitting_rate()
             self.scheduler.rate = self.pacer.probe_rate(
                 sustained=sustained,
                 listing=config.api.version == "v2"
@@ -71,7 +74,9 @@ class Ticker:
                 sweep_interval=config.polling.sweep_interval,
                 discover_interval=None if discover is None else discover.interval,
             )
-            self.scheduler.recompute()
+            # Probes are brought forward into spare room only while the log has no burst to
+            # pay back: spent then, a request is one the next minute's news cannot have.
+            self.scheduler.recompute(self.clock.monotonic() if fits >= sustained else None)
             snap = self.budget.snapshot()
             self.telemetry.budget(snap.limit, snap.remaining, snap.used)
             self._check_ready()

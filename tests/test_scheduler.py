@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import replace
@@ -370,3 +371,63 @@ def test_a_pending_run_is_asked_its_status_not_its_messages() -> None:
     s.recompute()
     assert s.message_interval(s.tracks[pending]) == 60.0
     assert s.status_interval(s.tracks[pending]) < s.status_interval(s.tracks[running])
+
+
+def test_probes_set_under_a_lower_share_are_brought_forward_when_room_frees() -> None:
+    """A due time is set when a poll ends, with the share of that moment. When budget frees
+    (the busy runs end, more rate is given) and no poll is waiting, recompute(now) brings every
+    idle probe forward to its new share instead of leaving it one stale interval away; it never
+    delays one, and a backed-off run keeps its backoff."""
+    s = make(6, min_interval=1.0, max_interval=60.0, linger_interval=300.0, linger=1e6)
+    busy, backed_off, *finished = ids(6)
+    for k in range(1, 30):
+        finish(s, busy, k * 1.0, news=3)
+    for run_id in finished:
+        track = s.tracks[run_id]
+        track.cp = replace(track.cp, status="completed", verified=True)
+    s.rate = 1.2  # short: the finished runs are stretched toward linger_interval
+    s.recompute()
+    for run_id in finished:
+        finish(s, run_id, 30.0)
+    finish(s, backed_off, 30.0, error_delay=40.0)
+    before = {r: s.tracks[r].status_due for r in finished}
+    backoff_due = s.tracks[backed_off].status_due
+    assert min(before.values()) > 40.0
+
+    s.rate = 100.0  # room to spare: every probe may run at min_interval
+    assert s.next_due() <= 31.0  # but the busy run is due: a queue that waits is not reordered
+    s.recompute(31.0)
+    assert {r: s.tracks[r].status_due for r in finished} == before
+    busy_track = s.pop_due(31.0)
+    assert busy_track is not None and busy_track.run_id == busy
+    s.recompute(31.0)  # now nothing is due: the room goes to the finished runs
+    for run_id in finished:
+        track = s.tracks[run_id]
+        assert track.status_due <= 32.0 < before[run_id], (run_id, track.status_due)
+    assert s.tracks[backed_off].status_due == backoff_due
+    # The scheduler hands the finished runs out now, not at their old due times.
+    popped = {t.run_id for t in iter(lambda: s.pop_due(32.0), None)}
+    assert set(finished) <= popped
+
+    s.rate = 0.01  # and a lower share never delays what is already due
+    dues = {r: (s.tracks[r].status_due, s.tracks[r].msg_due) for r in ids(6)}
+    s.recompute(32.0)
+    assert {r: (s.tracks[r].status_due, s.tracks[r].msg_due) for r in ids(6)} == dues
+
+
+def test_probes_brought_forward_are_at_most_a_ticks_work_spaced_at_the_rate() -> None:
+    """Room that frees at once is filled at the rate, not with a block of probes all due now
+    that would queue ahead of the live runs' next polls: one recompute brings forward what the
+    rate serves in a second, the most overdue first, spaced at the rate."""
+    s = make(20, min_interval=1.0, max_interval=60.0, linger_interval=300.0, linger=1e6)
+    s.rate = 0.05
+    s.recompute()
+    for run_id in ids(20):
+        track = s.tracks[run_id]
+        track.cp = replace(track.cp, status="completed", verified=True)
+        finish(s, run_id, 10.0 + int(run_id[:8], 16) * 0.01)
+    s.rate = 3.0
+    s.recompute(12.0)
+    moved = sorted(t.status_due for t in s.tracks.values() if t.status_due < 20.0)
+    assert len(moved) == 3
+    assert all(b - a >= 1 / 3.0 - 1e-9 for a, b in itertools.pairwise(moved))
