@@ -273,3 +273,21 @@ async def test_a_burst_of_first_looks_does_not_stall_routine_polls() -> None:
             late = clock2.monotonic() - start
             tg.cancel_scope.cancel()
     assert late > 18 / 9.0 + 1.0
+
+
+@pytest.mark.anyio
+async def test_first_looks_that_leave_the_log_short_are_owed_to_the_pace() -> None:
+    """Once the log is short (its fitting rate below the pace), first looks drain the pace too:
+    routine polls then give way instead of taking what the next minute's news needs."""
+    clock = VirtualClock()
+    budget = Budget(60, clock=clock, window=60, margin=1)
+    budget.set_pace(0.9)
+    with anyio.fail_after(5):
+        for _ in range(5):  # plenty of room: not owed
+            await budget.acquire(first=True)
+        assert budget.fitting_rate() > 0.9
+        assert budget.pace.wait(clock.monotonic()) == 0.0
+        for _ in range(45):  # the log is short now: owed
+            await budget.acquire(first=True)
+    assert budget.fitting_rate() < 0.9
+    assert budget.pace.wait(clock.monotonic()) > 1.0
