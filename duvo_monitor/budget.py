@@ -110,8 +110,6 @@ class Budget:
         module's docstring): 0 while the fastest even rate that fits the log until each logged
         request ages out is above ``TRICKLE`` of the sustained rate. O(requests in the log)."""
         mono = self.clock.monotonic() if now_mono is None else now_mono
-        if not self._log:
-            return 0.0
         fits = self.fitting_rate(mono)
         limit, window = self.limit, self.window
         if fits <= 0:
@@ -137,6 +135,11 @@ class Budget:
             max(0.0, limit - (n - i)) / max(sent + window - mono, 1e-9)
             for i, sent in enumerate(self._log)
         )
+
+    def short(self) -> bool:
+        """Does the log hold a burst to pay back (its fitting rate below the pace)? Then first
+        looks are owed to the pace too, and the scheduler brings no probe forward."""
+        return self.fitting_rate() < self.pace.rate
 
     @property
     def limit(self) -> int:
@@ -204,7 +207,7 @@ class Budget:
             # back): with room, owing it stalled every routine poll for seconds after a start
             # or while new runs kept arriving, with most of the log free; short, routine polls
             # must give way to it, or they take what the next minute's news needs.
-            self._take(pace=not first or self.fitting_rate() < self.pace.rate)
+            self._take(pace=not first or self.short())
             self.sent_by[kind, endpoint] += 1
         finally:
             self._waiting -= 1

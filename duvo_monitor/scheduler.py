@@ -143,12 +143,10 @@ class Scheduler:
 
     def _top(self, heap: list[tuple[float, int, str]]) -> float:
         while heap:
-            due, _, run_id = heap[0]
-            track = self.tracks.get(run_id)
-            if track is None or track.due != due or track.inflight or track.retired:
+            if not self._entry_live(heap[0]):
                 heapq.heappop(heap)
                 continue
-            return due
+            return heap[0][0]
         return INF
 
     def next_due(self) -> float:
@@ -396,8 +394,11 @@ class Scheduler:
                 heapq.heapify(heap)
 
     def _entry_live(self, entry: tuple[float, int, str]) -> bool:
+        """Is this queue entry the run's current one (not superseded, in flight or retired)?"""
         track = self.tracks.get(entry[2])
-        return track is not None and track.due == entry[0] and not track.inflight
+        return (
+            track is not None and track.due == entry[0] and not track.inflight and not track.retired
+        )
 
     def _status_swept(self, track: Track) -> bool:
         return self.sweeping and track.swept_at is not None

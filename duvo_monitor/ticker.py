@@ -63,9 +63,6 @@ class Ticker:
                 budget_rate=budget_rate, reserve=config.polling.reserve
             )
             self.budget.set_pace(sustained)
-            # After a burst, the log lets less than the pace through until it ages out: the
-            # share is of what can really leave, so the least promising probes stretch first.
-            fits = self.budget.fitting_rate()
             self.scheduler.rate = self.pacer.probe_rate(
                 sustained=sustained,
                 listing=config.api.version == "v2"
@@ -76,7 +73,7 @@ class Ticker:
             )
             # Probes are brought forward into spare room only while the log has no burst to
             # pay back: spent then, a request is one the next minute's news cannot have.
-            self.scheduler.recompute(self.clock.monotonic() if fits >= sustained else None)
+            self.scheduler.recompute(None if self.budget.short() else self.clock.monotonic())
             snap = self.budget.snapshot()
             self.telemetry.budget(snap.limit, snap.remaining, snap.used)
             self._check_ready()
