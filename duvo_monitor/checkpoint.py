@@ -37,6 +37,7 @@ class Checkpoint:
     status_time: float | None = None
     updated_at: str | None = None
     created_at: str | None = None
+    completed_at: str | None = None
     next_index: int = 0
     tail: tuple[tuple[str, str], ...] = ()
     scan_from: int | None = None
@@ -60,6 +61,7 @@ class Checkpoint:
                 "status_time": self.status_time,
                 "updated_at": self.updated_at,
                 "created_at": self.created_at,
+                "completed_at": self.completed_at,
                 "next_index": self.next_index,
                 "tail": [list(t) for t in self.tail],
                 "scan_from": self.scan_from,
@@ -92,6 +94,7 @@ class Checkpoint:
                 status_time=d.get("status_time"),
                 updated_at=d.get("updated_at"),
                 created_at=d.get("created_at"),
+                completed_at=d.get("completed_at"),
                 next_index=int(d.get("next_index", 0)),
                 tail=tuple((str(i), str(h)) for i, h in d.get("tail", [])),
                 scan_from=d.get("scan_from"),

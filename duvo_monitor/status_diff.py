@@ -1,6 +1,8 @@
 """The status half of the differ: a GET run answer against the checkpoint -> changes. Pure.
 
-It reports the run's status transitions, its loss (404 or ``run: null``, after a grace period
+It reports the run's status transitions (a finished run whose ``completed_at`` moved with its
+status unchanged was resumed and ended again between two looks: that end is reported too), its
+loss (404 or ``run: null``, after a grace period
 for a run never seen), and the opening and resolution of its human request, as typed changes
 (:mod:`duvo_monitor.changes`). A status transition's key is the checkpoint's transition number,
 so the same transition keeps its event id across restarts.
@@ -100,6 +102,7 @@ def diff_status(
         missing_since=None,
         updated_at=run.updated_at,
         created_at=run.created_at,
+        completed_at=run.completed_at,
     )
     request = snapshot.pending_human_request
 
@@ -107,7 +110,8 @@ def diff_status(
         changes.append(_resolved(new, new.pending, seen_at))
         new = replace(new, pending=None)
 
-    changed = run.status != new.status
+    again = _ended_again(cp, run)
+    changed = run.status != new.status or again
     if changed:
         seq = new.status_seq + 1
         when = _status_time(run, new, seen_at)
@@ -132,7 +136,8 @@ def diff_status(
                 data=data,
             )
         )
-        verified = new.verified and run.status in TERMINAL_STATUSES
+        # A run that ran again has a transcript to drain and verify again.
+        verified = new.verified and run.status in TERMINAL_STATUSES and not again
         new = replace(new, status=run.status, status_seq=seq, status_time=when, verified=verified)
 
     if request is not None and new.pending is None:
@@ -144,6 +149,17 @@ def diff_status(
             ),
         )
     return StatusDiff(checkpoint=new, changes=changes, changed=changed or bool(changes))
+
+
+def _ended_again(cp: Checkpoint, run: Run) -> bool:
+    """Same terminal status as last seen, but a later ``completed_at``: the run resumed (a
+    message posted from outside) and ended again between two looks. Only both times parsed
+    count: a run first seen, a checkpoint from before this field, or an unreadable time is not
+    evidence."""
+    if run.status != cp.status or run.status not in TERMINAL_STATUSES:
+        return False
+    before, now = parse_time(cp.completed_at), parse_time(run.completed_at)
+    return before is not None and now is not None and now > before
 
 
 def _status_time(run: Run, cp: Checkpoint, seen_at: float) -> float:

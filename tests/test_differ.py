@@ -136,6 +136,38 @@ def test_resume_and_finish_again_gets_new_ids() -> None:
     assert len(set(ids)) == 4
 
 
+def test_resumed_and_ended_again_between_two_looks_is_reported() -> None:
+    """completed, then completed with a later completed_at (resumed from outside and ended
+    between two looks): a second completed event, from completed, with its own id; the run's
+    transcript must be drained and verified again. The same completed_at again is no news."""
+    first = snap("completed", completed_at="2026-01-01T00:01:00.000Z")
+    d0 = diff_status(Checkpoint(run_id=RUN), first, seen_at=2e9)
+    cp = replace(d0.checkpoint, verified=True)
+    assert diff_status(cp, first, seen_at=2e9 + 5).changes == []
+    again = snap("completed", completed_at="2026-01-01T00:02:00.000Z")
+    d = diff_status(cp, again, seen_at=2e9 + 10)
+    [e] = events(d)
+    assert e.type == "ai.duvo.run.completed"
+    assert (e.data["from"], e.data["to"]) == ("completed", "completed")
+    assert e.id != events(d0)[0].id
+    assert d.changed and not d.checkpoint.verified
+    assert d.checkpoint.completed_at == "2026-01-01T00:02:00.000Z"
+    assert diff_status(d.checkpoint, again, seen_at=2e9 + 15).changes == []
+
+
+def test_completed_at_not_evidence_unless_both_read() -> None:
+    """A checkpoint without completed_at (written before the field, or null from the API), an
+    unreadable time or an earlier one: no event."""
+    cp = diff_status(Checkpoint(run_id=RUN), snap("completed"), seen_at=2e9).checkpoint
+    assert cp.completed_at is None
+    later = snap("completed", completed_at="2026-01-01T00:02:00.000Z")
+    assert diff_status(cp, later, seen_at=2e9 + 5).changes == []
+    cp = diff_status(cp, later, seen_at=2e9 + 5).checkpoint
+    for text in ("not a time", "2026-01-01T00:01:00.000Z"):
+        assert diff_status(cp, snap("completed", completed_at=text), seen_at=2e9 + 9).changes == []
+    assert Checkpoint.from_json(cp.to_json()).completed_at == "2026-01-01T00:02:00.000Z"
+
+
 def test_same_change_same_id_across_restart() -> None:
     """Replaying from the same checkpoint (a crash before commit) reproduces the same ids."""
     cp = diff_status(Checkpoint(run_id=RUN), snap("running"), seen_at=1e9).checkpoint

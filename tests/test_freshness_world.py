@@ -139,6 +139,41 @@ async def test_v2_resumes_and_deletions_are_seen_without_linger(tmp_path: Path) 
 
 
 @pytest.mark.anyio
+async def test_v1_resume_and_end_between_two_looks_is_reported(tmp_path: Path) -> None:
+    """A finished run resumed from outside runs its short continuation (4.5 s) and ends again;
+    with finished runs looked at only every 20 s, most of these fall between two looks, where
+    the status reads `completed` both times and only its moved `completed_at` tells. Every
+    second completion is emitted, the continuation's messages once, and the finished-runs
+    counter says how many runs ended."""
+    resumed = [
+        finished(k, {"at": f"{10 * 60 + 3 + 7 * k}s", "post": f"Once more, {k}."}) for k in range(6)
+    ]
+    result = await run_world(
+        world(resumed),
+        tmp_path,
+        speed=10,
+        version="v1",
+        polling={"linger_interval": "30m", "min_interval": "20s"},
+        api={"requests_per_minute": 600},
+        rate_limit=600,
+        wall_timeout=30.0,
+    )
+    s = result.score(transient=3.0)
+    assert result.settled, (s.summary(), result.explain_missed(s))
+    assert s.perfect_messages and not s.duplicate_event_ids, result.explain_missed(s)
+    assert not s.status_invented, s.summary()
+    completed: defaultdict[str, int] = defaultdict(int)
+    for e in result.sink.received:
+        if e.envelope["type"] == "ai.duvo.run.completed":
+            completed[e.envelope["subject"]] += 1
+    assert sorted(completed.values()) == [2] * 6, dict(completed)
+    sample = result.monitor.registry.get_sample_value
+    finished_total = {"agent_id": AGENT["id"], "status": "completed"}
+    assert sample("duvo_runs_finished_total", finished_total) == 12
+    assert_within_budget(result.sim.requests, 600)
+
+
+@pytest.mark.anyio
 async def test_every_run_gets_its_first_look_before_any_gets_a_second(tmp_path: Path) -> None:
     """150 finished runs watched at once on v1: the first look at every one of them (GET run)
     comes before the second look at any, so the last run added is not left waiting behind
