@@ -2,10 +2,10 @@
 
 It reports the run's status transitions (a finished run whose ``completed_at`` moved with its
 status unchanged was resumed and ended again between two looks: that end is reported too), its
-loss (404 or ``run: null``, after a grace period
-for a run never seen), and the opening and resolution of its human request, as typed changes
-(:mod:`duvo_monitor.changes`). A status transition's key is the checkpoint's transition number,
-so the same transition keeps its event id across restarts.
+loss (404 or ``run: null``, after a grace period for a run never seen), and the opening and
+resolution of its human request, as typed changes (:mod:`duvo_monitor.changes`). A status
+transition's key is the checkpoint's transition number, so the same transition keeps its event
+id across restarts.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ could not pass it within the test's bound: finished runs were read only every
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +162,12 @@ async def test_v1_resume_and_end_between_two_looks_is_reported(tmp_path: Path) -
     assert result.settled, (s.summary(), result.explain_missed(s))
     assert s.perfect_messages and not s.duplicate_event_ids, result.explain_missed(s)
     assert not s.status_invented, s.summary()
-    completed: defaultdict[str, int] = defaultdict(int)
-    for e in result.sink.received:
-        if e.envelope["type"] == "ai.duvo.run.completed":
-            completed[e.envelope["subject"]] += 1
-    assert sorted(completed.values()) == [2] * 6, dict(completed)
+    completed = Counter(
+        e.envelope["subject"]
+        for e in result.sink.received
+        if e.envelope["type"] == "ai.duvo.run.completed"
+    )
+    assert sorted(completed.values()) == [2] * 6, completed
     sample = result.monitor.registry.get_sample_value
     finished_total = {"agent_id": AGENT["id"], "status": "completed"}
     assert sample("duvo_runs_finished_total", finished_total) == 12
