@@ -34,7 +34,7 @@ from duvo_monitor import repace
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import Checkpoint
 from duvo_monitor.news import Demand, PooledRate, SweepTrust, share, water_level
-from duvo_monitor.track import Plan, Track, stable_phase
+from duvo_monitor.track import FINISHED_STATUSES, STARTUP_STATUSES, Plan, Track, stable_phase
 
 __all__ = ["Plan", "Scheduler", "SweepTrust", "Track", "stable_phase"]
 
@@ -50,7 +50,7 @@ STATUS_WEIGHT = 4.0
 # starts within seconds; a finished run may be resumed from outside or deleted at any time.
 PENDING_PRIOR = (1.0, 10.0)
 LINGER_PRIOR = (1.0, 300.0)
-PENDING_STATUSES = frozenset({"pending"})
+PENDING_STATUSES = frozenset({"pending"})  # no messages yet
 
 Spec = tuple[float, float, float] | float  # (√λ weight, fastest, slowest interval) or fixed
 
@@ -161,6 +161,7 @@ class Scheduler:
         due, _, run_id = heapq.heappop(heap)
         track = self.tracks[run_id]
         track.due_popped = due
+        track.looked_status = track.cp.status
         track.inflight = True
         track.due = INF
         return track
@@ -170,9 +171,7 @@ class Scheduler:
         if self.config.policy != "adaptive":
             return Plan(status=track.phase != "ending", messages=track.phase != "lingering")
         status = track.status_due <= now + slack
-        messages = track.msg_due <= now + slack
-        if not status and not messages:
-            messages = True
+        messages = track.msg_due <= now + slack or not status
         urgent, track.urgent = track.urgent, False
         return Plan(status=status, messages=messages, urgent=urgent, first=not track.polls)
 
@@ -235,13 +234,17 @@ class Scheduler:
         failed) starts the count again: the API answers, and a run whose final pages wait must
         not be left for tens of seconds because of earlier, unrelated failures."""
         track.inflight = False
+        # A first look finds history of unknown length, and a run's start (pending, starting,
+        # running within seconds) says nothing of how often it changes: not in its own rates.
+        first, before = track.polls == 0, track.looked_status
         track.polls += 1
         if plan.status:
-            self._pool(track, status_news, now)
-            track.status_rate.observe(status_news, now)
+            self._pool(track, before, status_news, now)
+            own = 0 if first or before in STARTUP_STATUSES else status_news
+            track.status_rate.observe(own, now)
             track.last_status_poll = now
         if plan.messages:
-            track.msg_rate.observe(message_news, now)
+            track.msg_rate.observe(0 if first else message_news, now)
             track.last_msg_poll = now
         if error_delay is not None:
             track.failures = 1 if answered else track.failures + 1
@@ -287,14 +290,15 @@ class Scheduler:
             track.linger_until = None
         self._push(track)
 
-    def _pool(self, track: Track, status_news: int, now: float) -> None:
-        """Fold a status poll of a pending or finished run into its kind's pooled news rate."""
-        if track.last_status_poll is None or track.cp.status is None:
+    def _pool(self, track: Track, before: str | None, status_news: int, now: float) -> None:
+        """Fold a status poll of a starting or finished run into its kind's pooled news rate, by
+        its status when the poll began (a start or a resume counts for the runs awaiting one)."""
+        if track.last_status_poll is None:
             return
         exposure = now - track.last_status_poll
-        if track.cp.status in PENDING_STATUSES:
+        if before in STARTUP_STATUSES:
             self.pending_news.observe(status_news, exposure, now)
-        elif track.phase == "lingering" and not self._status_swept(track):
+        elif before in FINISHED_STATUSES and not self._status_swept(track):
             self.linger_news.observe(status_news, exposure, now)
 
     def _linger_due(self, track: Track, now: float) -> float:
@@ -305,12 +309,9 @@ class Scheduler:
     def set_sweeping(self, sweeping: bool, now: float) -> None:
         """Sweeps start or stop. When they stop, the runs they covered get their per-run
         status probes back at once (their safety-net due times may be minutes away)."""
-        if sweeping == self.sweeping:
-            return
-        self.sweeping = sweeping
-        if sweeping:
-            return
-        self.sweep_failed(now)
+        was, self.sweeping = self.sweeping, sweeping
+        if was and not sweeping:
+            self.sweep_failed(now)
 
     def unswept(self, track: Track, now: float) -> None:
         """Sweeps no longer show this run (or failed): its own probes come back, the status
@@ -445,7 +446,7 @@ class Scheduler:
             # The sweep sees status changes for a fraction of a request; GET run is a safety net.
             return c.max_interval * SWEEP_STATUS_FACTOR
         news = track.status_rate.value
-        if track.cp.status in PENDING_STATUSES:
+        if track.cp.status in STARTUP_STATUSES:
             news = max(news, self.pending_news.value)
         return (math.sqrt(STATUS_WEIGHT * news), c.min_interval, c.max_interval)
 

@@ -14,6 +14,11 @@ from duvo_monitor.models import RESUMABLE_STATUSES, TERMINAL_STATUSES
 from duvo_monitor.news import Rate
 
 INF = float("inf")
+# A run in these has not started its work yet: its next status (it starts) comes within seconds,
+# and says nothing about how often the run will change once it runs.
+STARTUP_STATUSES = frozenset({"pending", "starting"})
+# Finished, and resumable from outside (a message posted from Duvo's web UI): a lingering run.
+FINISHED_STATUSES = RESUMABLE_STATUSES & TERMINAL_STATUSES
 
 Phase = Literal["active", "waiting", "ending", "lingering", "retired"]
 
@@ -53,6 +58,7 @@ class Track:
     urgent: bool = False  # hinted: the next poll goes ahead of routine ones at the budget
     polls: int = 0
     last_status_poll: float | None = None
+    looked_status: str | None = None  # the run's status when its poll in flight began
 
     @property
     def phase(self) -> Phase:

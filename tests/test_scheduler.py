@@ -431,3 +431,93 @@ def test_probes_brought_forward_are_at_most_a_ticks_work_spaced_at_the_rate() ->
     moved = sorted(t.status_due for t in s.tracks.values() if t.status_due < 20.0)
     assert len(moved) == 3
     assert all(b - a >= 1 / 3.0 - 1e-9 for a, b in itertools.pairwise(moved))
+
+
+def look(s: Scheduler, run_id: str, now: float, after: str | None, status_news: int) -> None:
+    """One poll of the run (its status and its messages, none new) as the pipeline makes it:
+    popped (its status then is kept), its checkpoint committed with the status the poll found
+    (``after``, None: unchanged), then done."""
+    track = s.tracks[run_id]
+    track.status_due = min(track.status_due, now)
+    s._push(track)
+    assert s.pop_due(now) is track
+    if after is not None:
+        s.checkpointed(track, replace(track.cp, status=after))
+    s.done(
+        track,
+        now,
+        plan=BOTH,
+        status_news=status_news,
+        message_news=0,
+        status_changed=after is not None,
+        hint_status=False,
+        more_messages=False,
+    )
+
+
+def test_a_pending_runs_start_is_counted_for_the_pending_runs() -> None:
+    """A pending run seen started (the checkpoint says running before done() is told) is news
+    for the pool of pending runs, by the status it had when the poll began."""
+    s = make(1)
+    (run_id,) = ids(1)
+    look(s, run_id, 0.0, "pending", 1)  # the first look: history, not a rate
+    before = s.pending_news.value
+    look(s, run_id, 2.0, None, 0)
+    look(s, run_id, 4.0, "running", 1)
+    assert s.pending_news.value > before
+    assert s.pending_news.count == 1.0
+    assert math.isclose(s.pending_news.span, 4.0, rel_tol=0.01)  # decayed a little
+
+
+def test_a_runs_start_is_not_in_its_own_status_rate() -> None:
+    """pending -> starting -> running within seconds says nothing of how often the running run
+    changes: its own status rate stays at the prior, and so does its status probe's share."""
+    started, steady = make(1), make(1)
+    (run_id,) = ids(1)
+    look(started, run_id, 0.0, "pending", 1)
+    look(started, run_id, 1.0, "starting", 1)
+    look(started, run_id, 2.0, "running", 1)
+    look(steady, run_id, 0.0, None, 1)
+    look(steady, run_id, 2.0, None, 0)
+    assert started.tracks[run_id].status_rate.count == 0.0
+    assert steady.tracks[run_id].status_rate.count == 0.0  # its first look's status: history
+    for s in (started, steady):
+        s.rate = 0.05
+        s.recompute()
+    assert math.isclose(
+        started.status_interval(started.tracks[run_id]),
+        steady.status_interval(steady.tracks[run_id]),
+    )
+    look(started, run_id, 3.0, "waiting", 1)  # a running run's own change is its own news
+    assert started.tracks[run_id].status_rate.count == 1.0
+
+
+def test_a_finished_runs_resume_is_counted_for_the_lingering_runs() -> None:
+    """A completed run seen running again is news for the pool of finished runs: they are then
+    looked at more often (the checkpoint already says running when done() is told)."""
+    s = make(1, linger=1e6, linger_interval=300.0)
+    (run_id,) = ids(1)
+    look(s, run_id, 0.0, "completed", 1)
+    track = s.tracks[run_id]
+    s.checkpointed(track, replace(track.cp, verified=True))
+    assert track.phase == "lingering"
+    look(s, run_id, 10.0, None, 0)
+    quiet = s.linger_news.value
+    look(s, run_id, 20.0, "running", 1)
+    assert s.linger_news.count == 1.0
+    assert math.isclose(s.linger_news.span, 20.0, rel_tol=0.01)
+    assert s.linger_news.value > quiet
+
+
+def test_a_first_looks_backlog_is_not_a_message_rate() -> None:
+    """The messages a first look finds were written over an unknown time: they do not make the
+    run look busy (a run with a long history is not polled faster for it)."""
+    s = make(2)
+    old, fresh = ids(2)
+    for run_id, news in ((old, 50), (fresh, 0)):
+        track = s.tracks[run_id]
+        assert s.pop_due(0.0) is track
+        finish(s, run_id, 0.0, news=news)
+    assert s.tracks[old].msg_rate.count == 0.0
+    finish(s, old, 5.0, news=3)  # what it finds later is
+    assert s.tracks[old].msg_rate.count == 3.0
