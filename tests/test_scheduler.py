@@ -521,3 +521,66 @@ def test_a_first_looks_backlog_is_not_a_message_rate() -> None:
     assert s.tracks[old].msg_rate.count == 0.0
     finish(s, old, 5.0, news=3)  # what it finds later is
     assert s.tracks[old].msg_rate.count == 3.0
+
+
+def test_while_a_burst_is_paid_back_probes_set_under_a_larger_share_move_later() -> None:
+    """Finished runs read every few seconds while nothing else was known keep due times of that
+    pace; once a busy run shares a budget with a burst to pay back (``forward=False``, polls
+    waiting), they move later to their new share, so that the busy run's polls are not queued
+    behind them. A run with known news (urgent) and a backed-off run are not moved; with room
+    (``forward=True``), nothing is moved later."""
+    s = make(8, min_interval=1.0, max_interval=60.0, linger_interval=300.0, linger=1e6)
+    busy, hinted, backed_off, *finished = ids(8)
+    for run_id in ids(8):
+        s.tracks[run_id].urgent = False  # the first look's (plan() clears it in the pipeline)
+    for run_id in (hinted, backed_off, *finished):
+        track = s.tracks[run_id]
+        track.cp = replace(track.cp, status="completed", verified=True)
+    s.rate = 100.0
+    s.recompute()
+    for run_id in (hinted, backed_off, *finished):
+        finish(s, run_id, 10.0)
+    finish(s, backed_off, 10.0, error_delay=3.0)
+    early = {r: s.tracks[r].status_due for r in finished}
+    assert max(early.values()) < 20.0  # room: looked at every few seconds
+    for k in range(11, 30):
+        finish(s, busy, k * 1.0, news=5)
+    s.hint(hinted, 29.0, status=True)
+    s.rate = 0.3  # the busy run and a burst in the log: the finished runs' share shrinks
+    before = {r: (s.tracks[r].status_due, s.tracks[r].msg_due) for r in ids(8)}
+    assert s.next_due() <= 30.0  # polls wait for the budget
+    s.recompute(30.0, forward=True)  # room in the log: no move later
+    assert {r: (s.tracks[r].status_due, s.tracks[r].msg_due) for r in ids(8)} == before
+    s.recompute(30.0, forward=False)
+    for run_id in finished:
+        track = s.tracks[run_id]
+        assert track.status_due > 30.0 + 0.25 * s.status_interval(track) > early[run_id]
+        assert track.status_due >= 10.0 + s.status_interval(track) / 2  # on its linger grid
+    for run_id in (hinted, backed_off):
+        assert (s.tracks[run_id].status_due, s.tracks[run_id].msg_due) == before[run_id]
+    popped = {t.run_id for t in iter(lambda: s.pop_due(30.0), None)}
+    assert hinted in popped and not popped & set(finished)
+
+
+def test_a_run_just_started_is_expected_as_busy_as_the_started_runs() -> None:
+    """A new run's message rate starts from what the started runs' message polls find (its own
+    polls take over within a poll or two): among busy runs, a run just looked at is polled about
+    as often as they are, not at the slow pace of a bare prior."""
+    s = make(3, min_interval=0.1, max_interval=1e6)
+    a, b, new = ids(3)
+    s.tracks[new].cp = replace(s.tracks[new].cp, status="pending")
+    for k in range(0, 60):
+        for run_id in (a, b):
+            finish(s, run_id, k * 1.0, news=0 if k == 0 else 4)
+    assert s.active_news.value > 3.0
+    s.tracks[new].cp = replace(s.tracks[new].cp, status="running")
+    finish(s, new, 60.0, news=0)  # its first look
+    s.recompute()
+    ratio = s.message_interval(s.tracks[new]) / s.message_interval(s.tracks[a])
+    assert ratio < 1.5, ratio
+    for k in range(61, 90):  # it turns out quiet: its own polls say so
+        finish(s, new, k * 1.0, news=0)
+        for run_id in (a, b):
+            finish(s, run_id, k * 1.0, news=4)
+    s.recompute()
+    assert s.message_interval(s.tracks[new]) > 3 * s.message_interval(s.tracks[a])
