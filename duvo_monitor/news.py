@@ -23,7 +23,6 @@ from dataclasses import dataclass
 HALF_LIFE = 120.0
 PRIOR_EVENTS = 1.0
 PRIOR_SECONDS = 20.0
-LEAN_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -46,13 +45,6 @@ class Rate:
     @property
     def value(self) -> float:
         return (self.count + PRIOR_EVENTS) / (self.span + PRIOR_SECONDS)
-
-    def toward(self, prior: float) -> float:
-        """News per second, from ``LEAN_SECONDS`` of prior at ``prior`` news a second (what runs
-        of its kind do, a :class:`PooledRate`) rather than ``PRIOR_EVENTS`` in ``PRIOR_SECONDS``:
-        a run just started is expected to be as busy as the others until its own polls say
-        otherwise, which they do within a poll or two (a few per cent of the estimate after)."""
-        return (self.count + prior * LEAN_SECONDS) / (self.span + LEAN_SECONDS)
 
 
 @dataclass(slots=True)

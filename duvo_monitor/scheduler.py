@@ -29,12 +29,11 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Callable
 
 from duvo_monitor import repace
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import Checkpoint
-from duvo_monitor.news import HALF_LIFE, Demand, PooledRate, SweepTrust, share, water_level
+from duvo_monitor.news import Demand, PooledRate, SweepTrust, share, water_level
 from duvo_monitor.track import FINISHED_STATUSES, STARTUP_STATUSES, Plan, Track, stable_phase
 
 __all__ = ["Plan", "Scheduler", "SweepTrust", "Track", "stable_phase"]
@@ -47,9 +46,10 @@ SWEEP_STATUS_FACTOR = 5.0
 # messages in the share: it is what operators alert on, and it comes rarely, so without a weight
 # the square-root rule would leave it to the messages' leftovers.
 STATUS_WEIGHT = 4.0
-# Pooled priors (events, seconds): a pending run starts within seconds; a finished run may be
-# resumed or deleted at any time; a started run writes as the started runs do (its own leans there).
-PENDING_PRIOR, LINGER_PRIOR, ACTIVE_PRIOR = (1.0, 10.0), (1.0, 300.0), (1.0, 20.0)
+# Pooled priors (events, seconds) for the probes that rarely find news on their own: a pending run
+# starts within seconds; a finished run may be resumed from outside or deleted at any time.
+PENDING_PRIOR = (1.0, 10.0)
+LINGER_PRIOR = (1.0, 300.0)
 PENDING_STATUSES = frozenset({"pending"})  # no messages yet
 
 Spec = tuple[float, float, float] | float  # (√λ weight, fastest, slowest interval) or fixed
@@ -74,7 +74,6 @@ class Scheduler:
         self.trust = SweepTrust()
         self.pending_news = PooledRate(*PENDING_PRIOR)
         self.linger_news = PooledRate(*LINGER_PRIOR)
-        self.active_news = PooledRate(*ACTIVE_PRIOR, half_life=HALF_LIFE)
         self._level = math.inf  # the share's water level (news.water_level); inf: room to spare
         self._stale = True
         self._live = 0
@@ -167,7 +166,8 @@ class Scheduler:
         track.due = INF
         return track
 
-    def plan(self, track: Track, now: float, slack: float = 0.05) -> Plan:
+    def plan(self, track: Track, now: float) -> Plan:
+        slack = 0.05
         if self.config.policy != "adaptive":
             return Plan(status=track.phase != "ending", messages=track.phase != "lingering")
         status = track.status_due <= now + slack
@@ -244,18 +244,16 @@ class Scheduler:
             track.status_rate.observe(own, now)
             track.last_status_poll = now
         if plan.messages:
-            if not first and before not in STARTUP_STATUSES | FINISHED_STATUSES:
-                self.active_news.observe(message_news, now - (track.last_msg_poll or now), now)
             track.msg_rate.observe(0 if first else message_news, now)
             track.last_msg_poll = now
         if error_delay is not None:
             track.failures = 1 if answered else track.failures + 1
             backoff = error_delay or min(MAX_BACKOFF, 2.0 ** min(track.failures, 8))
             backoff *= 0.75 + self.rng.random() / 2
-            if plan.status:
-                track.status_due = max(track.status_due, now + backoff)
-            if plan.messages:
-                track.msg_due = max(track.msg_due, now + backoff)
+            track.status_due = (
+                max(track.status_due, now + backoff) if plan.status else track.status_due
+            )
+            track.msg_due = max(track.msg_due, now + backoff) if plan.messages else track.msg_due
             self._push(track)
             return
         track.failures = 0
@@ -341,11 +339,10 @@ class Scheduler:
 
     # -- intervals ---------------------------------------------------------------------------
 
-    def recompute(self, now: float | None = None, *, forward: bool = True) -> None:
+    def recompute(self, now: float | None = None) -> None:
         """Refresh the share over the live probes (call about once a second): the level at
         which the probes' rates fill ``rate``, less what the fixed-interval probes take. Given
-        ``now``, idle probes move later to a smaller share and, with ``forward`` and no poll
-        due, earlier to a larger one (repace.py)."""
+        ``now`` and no poll due, idle probes are brought forward to a larger share (repace.py)."""
         demands: dict[tuple[float, float, float], int] = {}
         fixed = 0.0
         live = probes = 0
@@ -376,20 +373,20 @@ class Scheduler:
         if adaptive:
             share_of = [Demand(w, slow, fast, n) for (w, slow, fast), n in demands.items()]
             self._level = water_level(share_of, max(self._rate - fixed, 1e-6))
-            if now is not None:
-                # Forward only into an idle queue (else they would only queue ahead of due ones).
-                wait = self.next_due() <= now
-                self._repace(now, idle, forward=forward and not wait, back=not forward and wait)
+            if now is not None and self.next_due() > now:
+                # Only into an idle queue: with polls already waiting for the budget, probes
+                # brought forward would not add a request, only queue ahead of due ones.
+                self._repace(now, idle)
 
-    def _repace(self, now: float, idle: list[tuple[Track, Spec, Spec]], **way: bool) -> None:
-        """Move idle probes to their share (repace.py); each spec's interval computed once."""
+    def _repace(self, now: float, idle: list[tuple[Track, Spec, Spec]]) -> None:
+        """Bring idle probes forward to a larger share (repace.py); each spec's interval once."""
         intervals = {spec: self._interval(spec) for spec in {x for _, *xs in idle for x in xs}}
-        given = [(t, intervals[m], intervals[st]) for t, m, st in idle]
-        for track, status, at in repace.moves(given, now, self._rate, **way):
+        given = ((t, intervals[m], intervals[st]) for t, m, st in idle)
+        for track, status, at in repace.forward(given, now, self._rate):
             if status:
-                track.status_due = at
+                track.status_due = min(track.status_due, at)
             else:
-                track.msg_due = at
+                track.msg_due = min(track.msg_due, at)
             self._push(track)
         if len(self._heap) + len(self._urgent) > 4 * len(self.tracks) + 64:
             # Superseded entries are dropped lazily at the top; rebuild before they pile up.
@@ -426,8 +423,7 @@ class Scheduler:
         if track.cp.status in PENDING_STATUSES:
             # No messages before it starts; the status poll that sees it start asks for them.
             return c.max_interval
-        news = track.msg_rate.toward(self.active_news.value)
-        return (math.sqrt(news), c.min_interval, c.max_interval)
+        return (math.sqrt(track.msg_rate.value), c.min_interval, c.max_interval)
 
     def _status_spec(self, track: Track) -> Spec:
         c = self.config
@@ -463,18 +459,20 @@ class Scheduler:
         return 1.0 / share(self._level, weight, 1.0 / slowest, 1.0 / fastest)
 
     def message_interval(self, track: Track) -> float:
-        return self._policy_interval(track, self._message_spec)
-
-    def status_interval(self, track: Track) -> float:
-        return self._policy_interval(track, self._status_spec)
-
-    def _policy_interval(self, track: Track, spec: Callable[[Track], Spec]) -> float:
         c = self.config
         if c.policy == "fixed":
             return c.fixed_interval
         if c.policy == "round_robin":
             return self._round_robin()
-        return self._interval(spec(track))
+        return self._interval(self._message_spec(track))
+
+    def status_interval(self, track: Track) -> float:
+        c = self.config
+        if c.policy == "fixed":
+            return c.fixed_interval
+        if c.policy == "round_robin":
+            return self._round_robin()
+        return self._interval(self._status_spec(track))
 
     def hinted_backlog(self, now: float) -> bool:
         """Is a run known to have news still waiting for its poll?"""
@@ -485,13 +483,15 @@ class Scheduler:
         return self._top(self._first) <= now
 
     def _round_robin(self) -> float:
-        # Every live run in turn at the budget's rate (both endpoints, or the one its phase needs).
+        # Every live run, in turn, at the rate the budget allows: one round asks every live
+        # run's probes (both endpoints, or the one its phase needs).
         return max(self.config.min_interval, max(self._probes, 1) / max(self.rate, 1e-6))
 
     # -- what the pipeline and the sweeper tell the scheduler (tracks change only here) --------
 
     def checkpointed(self, track: Track, cp: Checkpoint) -> None:
-        track.cp = cp  # the run's events up to ``cp`` are delivered and committed
+        """The run's events up to ``cp`` are delivered and committed: the run is now there."""
+        track.cp = cp
 
     def swept(self, track: Track, now: float, *, updated: float | None, at: float) -> None:
         """A sweep answered at ``at`` (clock.time()) listed the run, last updated ``updated``."""

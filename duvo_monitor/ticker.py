@@ -73,7 +73,7 @@ class Ticker:
             )
             # Probes are brought forward into spare room only while the log has no burst to
             # pay back: spent then, a request is one the next minute's news cannot have.
-            self.scheduler.recompute(self.clock.monotonic(), forward=not self.budget.short())
+            self.scheduler.recompute(None if self.budget.short() else self.clock.monotonic())
             snap = self.budget.snapshot()
             self.telemetry.budget(snap.limit, snap.remaining, snap.used)
             self._check_ready()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from duvo_monitor.news import Demand, PooledRate, Rate, share, water_level
+from duvo_monitor.news import Demand, PooledRate, share, water_level
 
 
 def total(demands: list[Demand], level: float) -> float:
@@ -84,17 +84,3 @@ def test_routine_requests_are_paced_and_give_way_to_news() -> None:
     for _ in range(100):  # a burst of hinted polls (they do not wait for the pace)
         pace.take(now)
     assert math.isclose(pace.wait(now), (1.0 + 5.0 * DEBT) / 5.0)
-
-
-def test_a_rate_can_lean_on_its_kinds_pooled_rate() -> None:
-    """``toward``: with no polls yet, the pooled rate itself; then the run's own polls, which
-    soon outweigh it (a quiet run among busy ones is believed quiet within a few polls)."""
-    rate = Rate()
-    assert rate.toward(3.0) == 3.0
-    for k in range(1, 11):
-        rate.observe(0, k * 1.0)
-    assert rate.toward(3.0) < 0.6
-    busy = Rate()
-    for k in range(1, 11):
-        busy.observe(3, k * 1.0)
-    assert abs(busy.toward(3.0) - 3.0) < 0.4
