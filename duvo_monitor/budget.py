@@ -90,10 +90,14 @@ class Budget:
         self.sent_by: Counter[tuple[str, str]] = Counter()
         # Routine requests leave at the sustained rate, not as fast as the log admits (bucket.py).
         self.pace = PaceBucket(self.requests_per_second())
+        self.sustained = self.pace.rate
 
-    def set_pace(self, rate: float) -> None:
-        """Requests a second routine requests may take, sustained (set by the daemon's ticker)."""
+    def set_pace(self, rate: float, *, sustained: float | None = None) -> None:
+        """Requests a second routine requests may take now (set by the daemon's ticker), and
+        the ``sustained`` rate below it (the budget less the reserve; default: ``rate``) that
+        tells a log with a burst to pay back (:meth:`short`)."""
         self.pace.set_rate(rate, self.clock.monotonic())
+        self.sustained = rate if sustained is None else sustained
 
     def routine_wait(self) -> float:
         """Seconds until a routine request may be sent: the log, the trickle and the pace allow
@@ -137,9 +141,9 @@ class Budget:
         )
 
     def short(self) -> bool:
-        """Does the log hold a burst to pay back (its fitting rate below the pace)? Then first
-        looks are owed to the pace too, and the scheduler brings no probe forward."""
-        return self.fitting_rate() < self.pace.rate
+        """Does the log hold a burst to pay back (its fitting rate below the sustained rate)?
+        Then first looks are owed to the pace too, and the scheduler brings no probe forward."""
+        return self.fitting_rate() < self.sustained
 
     @property
     def limit(self) -> int:

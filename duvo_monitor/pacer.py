@@ -11,6 +11,9 @@ The pieces:
 * the sustained rate routine requests may leave at (the budget's rate less the reserve; the
   budget's pace bucket, see bucket.py), and the probe rate the scheduler shares among the
   runs' probes: that rate less what the sweeps steadily cost (at most ``SWEEP_SHARE``);
+* the spend rate: above the sustained rate while the window has room and polls are finding
+  news (:meth:`Pacer.spend_rate`), so that a world busier than the sustained rate is read
+  from the stock the sliding window holds, not only at the rate it refills;
 * the sweep gap: ``polling.sweep_interval``, never faster than ``SWEEP_SHARE`` of the budget
   allows; discovery alone at least every ``watch.discover.interval``;
 * trusted rounds: a sweep and the hinted polls it set off are one round; the next sweep waits
@@ -26,6 +29,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 TICK = 1.0
+SPEND_HORIZON = 10.0  # seconds over which a window's room is spent while every poll finds news
+SPEND_CAP = 4.0  # the spend rate is at most this many times the sustained rate
+YIELD_HALF_LIFE = 5.0  # seconds: how fast the news yield of recent polls forgets
 DISPATCH_STEP = 0.02
 SWEEP_SHARE = 0.25
 MAX_SWEEP_GAP = 15.0
@@ -40,6 +46,10 @@ class Pacer:
     def __init__(self, *, sent: Mapping[str, int] | None = None) -> None:
         self.sweep_pages = 1
         self._sent = dict.fromkeys(KINDS, 0) | dict(sent or {})
+        # The news yield of recent polls: decayed counts of requests and of those that found news.
+        self._asked = 0.0
+        self._found = 0.0
+        self._yield_at: float | None = None
 
     # -- the requests sent, by kind ------------------------------------------------------------
 
@@ -56,6 +66,42 @@ class Pacer:
         """Requests a second routine requests may take, sustained: the budget less the reserve
         (hinted polls, catch-up and retries are served from what is left and from the log)."""
         return budget_rate * (1 - reserve)
+
+    # -- spending the window's stock -----------------------------------------------------------
+
+    def _decay(self, now: float) -> None:
+        if self._yield_at is not None and now > self._yield_at:
+            keep = 0.5 ** ((now - self._yield_at) / YIELD_HALF_LIFE)
+            self._asked *= keep
+            self._found *= keep
+        self._yield_at = now if self._yield_at is None else max(self._yield_at, now)
+
+    def polled(self, *, requests: int, found: int, now: float) -> None:
+        """A poll (not a run's first look, whose history is always news) sent ``requests``
+        requests, ``found`` of which brought news (a new status, new messages)."""
+        self._decay(now)
+        self._asked += max(0, requests)
+        self._found += max(0, min(found, requests))
+
+    def news_yield(self, now: float) -> float:
+        """The share of recent requests that found news (0 to 1; 0 before any evidence):
+        what one more request is likely to buy now."""
+        self._decay(now)
+        return self._found / (self._asked + 1.0)
+
+    def spend_rate(self, *, sustained: float, room: float, now: float) -> float:
+        """Requests a second the probes may take now: the sustained rate, and on top of it the
+        window's ``room`` (requests it can still take, the reserve kept) spent over
+        ``SPEND_HORIZON`` seconds in proportion to the news yield, at most ``SPEND_CAP`` times
+        the sustained rate.
+
+        The sliding window is a stock as well as a rate: a world busier than the sustained rate
+        for less than a minute can be read from what the window holds. It is spent only while
+        polls find news, so that a quiet spell (finished runs that find nothing) does not take
+        what the news after it will need; in steady state the room is what the window refills,
+        and the spend rate is the sustained one."""
+        extra = self.news_yield(now) * max(0.0, room) / SPEND_HORIZON
+        return min(sustained + extra, sustained * SPEND_CAP)
 
     def probe_rate(
         self,

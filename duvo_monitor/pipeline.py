@@ -366,6 +366,9 @@ class Pipeline:
     ) -> None:
         self._held -= 1
         self._weigh_sweep(track, result)
+        if not plan.first and error_delay is None:
+            found = (result.status_news > 0) + (result.message_news > 0)
+            self.pacer.polled(requests=result.requests, found=found, now=self.clock.monotonic())
         was_live = not track.retired
         self.scheduler.done(
             track,

@@ -215,6 +215,12 @@ class Telemetry:
         self._budget_used = Gauge(
             "duvo_monitor_api_budget_used", "Requests spent in the last 60 s.", registry=r
         )
+        self._pace = Gauge(
+            "duvo_monitor_api_pace_requests_per_second",
+            "Requests a second scheduled polls may take now: the budget less the reserve, "
+            "more while polls find news and the 60 s window has room.",
+            registry=r,
+        )
         self._api_success = Gauge(
             "duvo_monitor_api_last_success_timestamp_seconds",
             "When the Duvo API last answered successfully (Unix time).",
@@ -387,10 +393,11 @@ class Telemetry:
         if retry_after is not None:
             self._retry_after.set(retry_after)
 
-    def budget(self, limit: int, remaining: float, window_used: int) -> None:
+    def budget(self, limit: int, remaining: float, window_used: int, pace: float) -> None:
         self._budget_limit.set(limit)
         self._budget_remaining.set(remaining)
         self._budget_used.set(window_used)
+        self._pace.set(pace)
 
     def requests_sent(self, purpose: str, count: int) -> None:
         if count > 0:

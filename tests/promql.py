@@ -87,7 +87,7 @@ def exercised_telemetry(registry: CollectorRegistry | None = None) -> Telemetry:
     telemetry.api_request("GET /v2/teams/{team_id}/runs", 429, 0.05)
     telemetry.api_request("GET /v2/runs/{run_id}", "error", 10.0)
     telemetry.rate_limited(12.0)
-    telemetry.budget(300, 41.0, 259)
+    telemetry.budget(300, 41.0, 259, 4.5)
     telemetry.api_answered(1_764_380_000.0)
     telemetry.malformed_answer("GET /v2/runs/{run_id}")
     telemetry.poll_lag(0.4)

@@ -282,3 +282,25 @@ async def test_first_looks_that_leave_the_log_short_are_owed_to_the_pace() -> No
             await budget.acquire(first=True)
     assert budget.fitting_rate() < 0.9
     assert budget.pace.wait(clock.monotonic()) > 1.0
+
+
+@pytest.mark.anyio
+async def test_a_log_is_short_against_the_sustained_rate_not_a_raised_pace() -> None:
+    """While the pacer spends the window's room (a pace above the sustained rate), the log is
+    short only once its fitting rate falls below the sustained rate: a raised pace must not
+    make every log look like a burst to pay back (which would stop first looks from taking
+    the room and the scheduler from bringing probes forward)."""
+    clock = VirtualClock()
+    budget = Budget(60, clock=clock, window=60, margin=1)
+    budget.set_pace(3.0, sustained=0.9)
+    with anyio.fail_after(5):
+        for _ in range(5):
+            await budget.acquire(first=True)
+    assert 0.9 < budget.fitting_rate() < 3.0
+    assert not budget.short()
+    budget.set_pace(0.9)  # no sustained rate given: the pace is the sustained rate
+    assert budget.sustained == 0.9
+    with anyio.fail_after(5):
+        for _ in range(45):
+            await budget.acquire(first=True)
+    assert budget.short()

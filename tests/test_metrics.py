@@ -250,7 +250,7 @@ def test_api_metrics(registry: CollectorRegistry, telemetry: Telemetry) -> None:
     telemetry.api_request(route, "error", 10.0)
     telemetry.rate_limited(7.0)
     telemetry.rate_limited(None)
-    telemetry.budget(300, 12.5, 287)
+    telemetry.budget(300, 12.5, 287, 9.25)
     telemetry.api_answered(1_764_380_000.0)
     telemetry.malformed_answer(route)
     telemetry.poll_lag(0.7)
@@ -263,6 +263,7 @@ def test_api_metrics(registry: CollectorRegistry, telemetry: Telemetry) -> None:
     assert value(registry, "duvo_monitor_api_budget_limit") == 300
     assert value(registry, "duvo_monitor_api_budget_remaining") == 12.5
     assert value(registry, "duvo_monitor_api_budget_used") == 287
+    assert value(registry, "duvo_monitor_api_pace_requests_per_second") == 9.25
     assert value(registry, "duvo_monitor_api_last_success_timestamp_seconds") == 1_764_380_000
     assert value(registry, "duvo_monitor_api_malformed_answers_total", endpoint=route) == 1
     assert value(registry, "duvo_monitor_poll_lag_seconds_bucket", le="1.0") == 1

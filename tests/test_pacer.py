@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from duvo_monitor.pacer import DISPATCH_STEP, MAX_SWEEP_GAP, ROUND_STEP, SWEEP_SHARE, TICK, Pacer
+from duvo_monitor.pacer import (
+    DISPATCH_STEP,
+    MAX_SWEEP_GAP,
+    ROUND_STEP,
+    SPEND_CAP,
+    SPEND_HORIZON,
+    SWEEP_SHARE,
+    TICK,
+    YIELD_HALF_LIFE,
+    Pacer,
+)
 
 
 def probe_rate(pacer: Pacer, *, listing: bool, discover: float | None = None) -> float:
@@ -90,3 +100,48 @@ def test_dispatch_hold() -> None:
     assert Pacer.dispatch_hold(budget_wait=30.0, waiting=0) == TICK
     assert Pacer.dispatch_hold(budget_wait=0.0, waiting=2) == DISPATCH_STEP
     assert Pacer.dispatch_hold(budget_wait=0.0, waiting=0) == 0.0
+
+
+def test_no_news_found_keeps_the_spend_rate_at_the_sustained_rate() -> None:
+    """Before any poll, and while polls find nothing (finished runs that do not resume), the
+    window's room is kept for the news after the quiet spell."""
+    pacer = Pacer()
+    assert pacer.spend_rate(sustained=4.5, room=200.0, now=0.0) == pytest.approx(4.5)
+    for t in range(10):
+        pacer.polled(requests=2, found=0, now=float(t))
+    assert pacer.news_yield(10.0) == 0.0
+    assert pacer.spend_rate(sustained=4.5, room=200.0, now=10.0) == pytest.approx(4.5)
+
+
+def test_polls_that_find_news_spend_the_room_over_the_horizon() -> None:
+    """While every request finds news, the room goes out over SPEND_HORIZON on top of the
+    sustained rate; half the requests finding news spend half as fast; no room, no extra."""
+    pacer = Pacer()
+    for t in range(20):
+        pacer.polled(requests=2, found=2, now=float(t) / 10)
+    y = pacer.news_yield(2.0)
+    assert 0.9 < y < 1.0
+    assert pacer.spend_rate(sustained=4.5, room=100.0, now=2.0) == pytest.approx(
+        4.5 + y * 100.0 / SPEND_HORIZON
+    )
+    assert pacer.spend_rate(sustained=4.5, room=0.0, now=2.0) == pytest.approx(4.5)
+    assert pacer.spend_rate(sustained=4.5, room=-30.0, now=2.0) == pytest.approx(4.5)
+    half = Pacer()
+    for t in range(20):
+        half.polled(requests=2, found=1, now=float(t) / 10)
+    assert half.news_yield(2.0) == pytest.approx(y / 2, rel=0.01)
+
+
+def test_the_spend_rate_is_capped_and_the_yield_forgets() -> None:
+    """However much room, at most SPEND_CAP times the sustained rate; the evidence halves
+    every YIELD_HALF_LIFE seconds without polls (so the yield fades to nothing), and a poll
+    that claims more news than requests counts as every request finding news."""
+    pacer = Pacer()
+    for t in range(50):
+        pacer.polled(requests=1, found=3, now=float(t) / 10)
+    assert pacer.spend_rate(sustained=4.5, room=10_000.0, now=5.0) == 4.5 * SPEND_CAP
+    assert pacer.news_yield(5.0) < 1.0
+    before = pacer.news_yield(5.0)
+    # The evidence fades: with it, the yield falls toward its empty prior (the +1 weighs more).
+    assert pacer.news_yield(5.0 + 3 * YIELD_HALF_LIFE) < before
+    assert pacer.news_yield(5.0 + 10 * YIELD_HALF_LIFE) < 0.1
