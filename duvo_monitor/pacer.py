@@ -32,6 +32,8 @@ TICK = 1.0
 SPEND_HORIZON = 10.0  # seconds over which a window's room is spent while every poll finds news
 SPEND_CAP = 4.0  # the spend rate is at most this many times the sustained rate
 YIELD_HALF_LIFE = 5.0  # seconds: how fast the news yield of recent polls forgets
+YIELD_PRIOR = 1.0  # requests that found nothing: the yield before any evidence is 0
+FORWARD_YIELD = 0.5  # after a burst, probes are brought forward only while this share finds news
 DISPATCH_STEP = 0.02
 SWEEP_SHARE = 0.25
 MAX_SWEEP_GAP = 15.0
@@ -84,10 +86,10 @@ class Pacer:
         self._found += max(0, min(found, requests))
 
     def news_yield(self, now: float) -> float:
-        """The share of recent requests that found news (0 to 1; 0 before any evidence):
-        what one more request is likely to buy now."""
+        """The share of recent requests that found news (0 to 1; 0 before any evidence): what
+        one more request is likely to buy now."""
         self._decay(now)
-        return self._found / (self._asked + 1.0)
+        return self._found / (self._asked + YIELD_PRIOR)
 
     def spend_rate(self, *, sustained: float, room: float, now: float) -> float:
         """Requests a second the probes may take now: the sustained rate, and on top of it the
@@ -102,6 +104,16 @@ class Pacer:
         and the spend rate is the sustained one."""
         extra = self.news_yield(now) * max(0.0, room) / SPEND_HORIZON
         return min(sustained + extra, sustained * SPEND_CAP)
+
+    def bring_forward(self, *, short: bool, spend: float, sustained: float, now: float) -> bool:
+        """May idle probes be brought forward to a larger share now (scheduler, repace.py)?
+        Always while the log has no burst to pay back. With one, a request spent now is one
+        the next minute's news cannot have: only while the window's room is being spent
+        (``spend`` above ``sustained``) and most recent requests find news (a few runs
+        found lost among many quiet polls do not make a quiet spell worth the room)."""
+        if not short:
+            return True
+        return spend > sustained and self.news_yield(now) >= FORWARD_YIELD
 
     def probe_rate(
         self,

@@ -62,13 +62,11 @@ class Ticker:
             sustained = self.pacer.sustained_rate(
                 budget_rate=budget_rate, reserve=config.polling.reserve
             )
-            snap = self.budget.snapshot()
+            snap, mono = self.budget.snapshot(), self.clock.monotonic()
             # What the window (and the server's own count) can still take, the reserve kept:
             # spent on top of the sustained rate while polls find news (Pacer.spend_rate).
             room = snap.remaining - snap.limit * config.polling.reserve
-            spend = self.pacer.spend_rate(
-                sustained=sustained, room=room, now=self.clock.monotonic()
-            )
+            spend = self.pacer.spend_rate(sustained=sustained, room=room, now=mono)
             self.budget.set_pace(spend, sustained=sustained)
             self.scheduler.rate = self.pacer.probe_rate(
                 sustained=spend,
@@ -78,11 +76,10 @@ class Ticker:
                 sweep_interval=config.polling.sweep_interval,
                 discover_interval=None if discover is None else discover.interval,
             )
-            # Probes are brought forward into spare room only while the log has no burst to
-            # pay back (spent then, a request is one the next minute's news cannot have), or
-            # while polls find news and the window's room is being spent on them.
-            room_to_spend = spend > sustained or not self.budget.short()
-            self.scheduler.recompute(self.clock.monotonic() if room_to_spend else None)
+            forward = self.pacer.bring_forward(
+                short=self.budget.short(), spend=spend, sustained=sustained, now=mono
+            )
+            self.scheduler.recompute(mono if forward else None)
             self.telemetry.budget(snap.limit, snap.remaining, snap.used, spend)
             self._check_ready()
             if beat % SLOW_BEATS == 0:

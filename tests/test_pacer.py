@@ -6,6 +6,7 @@ import pytest
 
 from duvo_monitor.pacer import (
     DISPATCH_STEP,
+    FORWARD_YIELD,
     MAX_SWEEP_GAP,
     ROUND_STEP,
     SPEND_CAP,
@@ -120,7 +121,7 @@ def test_polls_that_find_news_spend_the_room_over_the_horizon() -> None:
     for t in range(20):
         pacer.polled(requests=2, found=2, now=float(t) / 10)
     y = pacer.news_yield(2.0)
-    assert 0.9 < y < 1.0
+    assert 0.8 < y < 1.0  # below 1: the prior of YIELD_PRIOR requests that found nothing
     assert pacer.spend_rate(sustained=4.5, room=100.0, now=2.0) == pytest.approx(
         4.5 + y * 100.0 / SPEND_HORIZON
     )
@@ -145,3 +146,23 @@ def test_the_spend_rate_is_capped_and_the_yield_forgets() -> None:
     # The evidence fades: with it, the yield falls toward its empty prior (the +1 weighs more).
     assert pacer.news_yield(5.0 + 3 * YIELD_HALF_LIFE) < before
     assert pacer.news_yield(5.0 + 10 * YIELD_HALF_LIFE) < 0.1
+
+
+def test_probes_are_brought_forward_after_a_burst_only_while_most_polls_find_news() -> None:
+    """Without a burst to pay back, always; with one, only while the room is being spent and
+    at least FORWARD_YIELD of recent requests found news: a few runs found lost among many
+    quiet polls (the first minute after reading 80 finished runs) are not enough."""
+    pacer = Pacer()
+    assert pacer.bring_forward(short=False, spend=4.5, sustained=4.5, now=0.0)
+    assert not pacer.bring_forward(short=True, spend=4.5, sustained=4.5, now=0.0)
+    for t in range(20):  # 2 of 40 requests found news
+        pacer.polled(requests=2, found=1 if t in (3, 9) else 0, now=t / 10)
+    assert 0 < pacer.news_yield(2.0) < FORWARD_YIELD
+    assert not pacer.bring_forward(short=True, spend=5.0, sustained=4.5, now=2.0)
+    busy = Pacer()
+    for t in range(20):
+        busy.polled(requests=2, found=2, now=t / 10)
+    assert busy.news_yield(2.0) >= FORWARD_YIELD
+    assert busy.bring_forward(short=True, spend=9.0, sustained=4.5, now=2.0)
+    # No room being spent (spend at the sustained rate): not after a burst, whatever the yield.
+    assert not busy.bring_forward(short=True, spend=4.5, sustained=4.5, now=2.0)
