@@ -11,7 +11,7 @@ The pieces:
 * the sustained rate routine requests may leave at (the budget's rate less the reserve; the
   budget's pace bucket, see bucket.py), and the probe rate the scheduler shares among the
   runs' probes: that rate less what the sweeps steadily cost (at most ``SWEEP_SHARE``);
-* the spend rate: above the sustained rate while the window has room and polls are finding
+* the spend rate: above the sustained rate while the window has a surplus and polls are finding
   news (:meth:`Pacer.spend_rate`), so that a world busier than the sustained rate is read
   from the stock the sliding window holds, not only at the rate it refills;
 * the sweep gap: ``polling.sweep_interval``, never faster than ``SWEEP_SHARE`` of the budget
@@ -91,29 +91,34 @@ class Pacer:
         self._decay(now)
         return self._found / (self._asked + YIELD_PRIOR)
 
-    def spend_rate(self, *, sustained: float, room: float, now: float) -> float:
+    def spend_rate(self, *, sustained: float, room: float, spendable: float, now: float) -> float:
         """Requests a second the probes may take now: the sustained rate, and on top of it the
-        window's ``room`` (requests it can still take, the reserve kept) spent over
-        ``SPEND_HORIZON`` seconds in proportion to the news yield, at most ``SPEND_CAP`` times
-        the sustained rate.
+        window's surplus, its ``room`` (requests it can still take, the reserve kept) beyond
+        half of what it may hold (``spendable``), spent over ``SPEND_HORIZON`` seconds in
+        proportion to the news yield, at most ``SPEND_CAP`` times the sustained rate.
 
         The sliding window is a stock as well as a rate: a world busier than the sustained rate
-        for less than a minute can be read from what the window holds. It is spent only while
-        polls find news, so that a quiet spell (finished runs that find nothing) does not take
-        what the news after it will need; in steady state the room is what the window refills,
-        and the spend rate is the sustained one."""
-        extra = self.news_yield(now) * max(0.0, room) / SPEND_HORIZON
+        for less than a minute can be read from what the window holds. Only the surplus is
+        spent early, and only while polls find news: a quiet spell (finished runs that find
+        nothing) does not take what the news after it will need, and news that goes on for
+        longer than a minute keeps half the window for its second half (spent to the last,
+        the window then admits nothing but the trickle until it ages out). In steady state
+        there is no surplus, and the spend rate is the sustained one."""
+        surplus = max(0.0, room - spendable / 2)
+        extra = self.news_yield(now) * surplus / SPEND_HORIZON
         return min(sustained + extra, sustained * SPEND_CAP)
 
-    def bring_forward(self, *, short: bool, spend: float, sustained: float, now: float) -> bool:
+    def bring_forward(self, *, short: bool, room: float, spendable: float, now: float) -> bool:
         """May idle probes be brought forward to a larger share now (scheduler, repace.py)?
         Always while the log has no burst to pay back. With one, a request spent now is one
-        the next minute's news cannot have: only while the window's room is being spent
-        (``spend`` above ``sustained``) and most recent requests find news (a few runs
-        found lost among many quiet polls do not make a quiet spell worth the room)."""
+        the next minute's news cannot have: only while most recent requests find news (a few
+        runs found lost among many quiet polls do not make a quiet spell worth the room) and
+        the burst left more than half of what the window may hold (``spendable``: the
+        budget less the reserve) free, as the first looks of a few dozen runs do; a window
+        mostly taken is kept for the news of the rest of the minute."""
         if not short:
             return True
-        return spend > sustained and self.news_yield(now) >= FORWARD_YIELD
+        return room > spendable / 2 and self.news_yield(now) >= FORWARD_YIELD
 
     def probe_rate(
         self,

@@ -218,7 +218,7 @@ class Telemetry:
         self._pace = Gauge(
             "duvo_monitor_api_pace_requests_per_second",
             "Requests a second scheduled polls may take now: the budget less the reserve, "
-            "more while polls find news and the 60 s window has room.",
+            "more while polls find news and the 60 s window has a surplus.",
             registry=r,
         )
         self._api_success = Gauge(

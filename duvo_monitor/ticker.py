@@ -65,8 +65,11 @@ class Ticker:
             snap, mono = self.budget.snapshot(), self.clock.monotonic()
             # What the window (and the server's own count) can still take, the reserve kept:
             # spent on top of the sustained rate while polls find news (Pacer.spend_rate).
+            spendable = snap.limit * (1 - config.polling.reserve)
             room = snap.remaining - snap.limit * config.polling.reserve
-            spend = self.pacer.spend_rate(sustained=sustained, room=room, now=mono)
+            spend = self.pacer.spend_rate(
+                sustained=sustained, room=room, spendable=spendable, now=mono
+            )
             self.budget.set_pace(spend, sustained=sustained)
             self.scheduler.rate = self.pacer.probe_rate(
                 sustained=spend,
@@ -77,7 +80,10 @@ class Ticker:
                 discover_interval=None if discover is None else discover.interval,
             )
             forward = self.pacer.bring_forward(
-                short=self.budget.short(), spend=spend, sustained=sustained, now=mono
+                short=self.budget.short(),
+                room=room,
+                spendable=spendable,
+                now=mono,
             )
             self.scheduler.recompute(mono if forward else None)
             self.telemetry.budget(snap.limit, snap.remaining, snap.used, spend)

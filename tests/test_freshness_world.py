@@ -270,9 +270,9 @@ async def test_discovery_with_one_live_run_finds_every_new_run(tmp_path: Path) -
     assert {r["id"] for r in runs[3:]} <= discovered
 
 
-def busy_world(runs: int, says: int) -> Scenario:
-    """``runs`` runs, all running from the start and saying something every second for
-    ``says`` seconds: more news than the sustained rate can read, for less than a minute."""
+def busy_world(runs: int, seconds: int) -> Scenario:
+    """``runs`` runs, all running from the start and saying something twice a second for
+    ``seconds`` seconds: more news than the sustained rate can read, for less than a minute."""
     return world(
         [
             run(
@@ -280,8 +280,11 @@ def busy_world(runs: int, says: int) -> Scenario:
                 "0s",
                 [
                     {"at": "1s", "status": "running"},
-                    *({"at": f"{2 + i}.{k % 10}s", "say": f"step {i}"} for i in range(says)),
-                    {"at": f"{3 + says}s", "status": "completed"},
+                    *(
+                        {"at": f"{2 + i / 2 + k / 100:.2f}s", "say": f"step {i}"}
+                        for i in range(2 * seconds)
+                    ),
+                    {"at": f"{3 + seconds}s", "status": "completed"},
                 ],
             )
             for k in range(runs)
@@ -293,33 +296,36 @@ def busy_world(runs: int, says: int) -> Scenario:
 async def test_a_world_busier_than_the_sustained_rate_is_read_from_the_windows_stock(
     tmp_path: Path,
 ) -> None:
-    """The sliding window is a stock as well as a rate: 12 runs that each say something every
-    second for 40 s, on a budget of 120 a minute (2 a second, 1.8 after the reserve). While
-    the polls find news the daemon spends the window's room above the sustained rate, so some
-    20 s after the first looks hold more requests than the sustained rate could ever send,
-    and still no 60 s window holds more than the budget; every message arrives once."""
+    """The sliding window is a stock as well as a rate: 12 runs that each say something twice
+    a second for 40 s, on a budget of 300 a minute (5 a second, 4.5 after the reserve). While
+    the polls find news the daemon spends the window's surplus above the sustained rate, so
+    some 20 s after the first looks hold more requests than the budget's rate could ever
+    send, and still no 60 s window holds more than the budget; every message arrives once."""
     result = await run_world(
         busy_world(12, 40),
         tmp_path,
         speed=10,
         version="v1",
-        api={"requests_per_minute": 120},
-        rate_limit=120,
+        api={"requests_per_minute": 300},
+        rate_limit=300,
         wall_timeout=30.0,
     )
     s = result.score(transient=3.0)
     assert result.settled, (s.summary(), result.explain_missed(s))
     assert s.perfect_messages, (s.summary(), result.explain_missed(s))
     assert not s.duplicate_event_ids
-    assert_within_budget(result.sim.requests, 120)
+    assert_within_budget(result.sim.requests, 300)
     times = sorted(r.time for r in result.sim.requests)
     start = times[0]
     after_first_looks = [t - start for t in times if t - start >= 5.0]
     busiest = max(
         sum(1 for t in after_first_looks if at <= t < at + 20.0) for at in after_first_looks
     )
-    assert busiest > 20.0 * 120 / 60, f"{busiest} requests in the busiest 20 s"
-    # What an operator sees of it: the pace, never below the sustained rate (2 a second less
-    # the reserve), at most SPEND_CAP times that.
+    assert busiest > 20.0 * 300 / 60, f"{busiest} requests in the busiest 20 s"
+    # What an operator sees of it: the pace, never below the sustained rate (300 over the
+    # window of 60 s and its margin of at least 1 s, less the reserve), at most SPEND_CAP
+    # times that.
     pace = result.monitor.registry.get_sample_value("duvo_monitor_api_pace_requests_per_second")
-    assert pace is not None and 1.8 - 1e-9 <= pace <= 4 * 1.8 + 1e-9
+    sustained = result.monitor.budget.sustained
+    assert 0.9 * 300 / 71 <= sustained <= 0.9 * 300 / 61
+    assert pace is not None and sustained - 1e-9 <= pace <= 4 * sustained + 1e-9

@@ -107,26 +107,34 @@ def test_no_news_found_keeps_the_spend_rate_at_the_sustained_rate() -> None:
     """Before any poll, and while polls find nothing (finished runs that do not resume), the
     window's room is kept for the news after the quiet spell."""
     pacer = Pacer()
-    assert pacer.spend_rate(sustained=4.5, room=200.0, now=0.0) == pytest.approx(4.5)
+    assert pacer.spend_rate(sustained=4.5, room=200.0, spendable=270.0, now=0.0) == pytest.approx(
+        4.5
+    )
     for t in range(10):
         pacer.polled(requests=2, found=0, now=float(t))
     assert pacer.news_yield(10.0) == 0.0
-    assert pacer.spend_rate(sustained=4.5, room=200.0, now=10.0) == pytest.approx(4.5)
+    assert pacer.spend_rate(sustained=4.5, room=200.0, spendable=270.0, now=10.0) == pytest.approx(
+        4.5
+    )
 
 
-def test_polls_that_find_news_spend_the_room_over_the_horizon() -> None:
-    """While every request finds news, the room goes out over SPEND_HORIZON on top of the
-    sustained rate; half the requests finding news spend half as fast; no room, no extra."""
+def test_polls_that_find_news_spend_the_windows_surplus_over_the_horizon() -> None:
+    """While every request finds news, the room beyond half the spendable window goes out
+    over SPEND_HORIZON on top of the sustained rate; half the requests finding news spend half
+    as fast; with half the window or less free (a burst to pay back, or news that has gone on
+    for a minute), nothing extra."""
     pacer = Pacer()
     for t in range(20):
         pacer.polled(requests=2, found=2, now=float(t) / 10)
     y = pacer.news_yield(2.0)
     assert 0.8 < y < 1.0  # below 1: the prior of YIELD_PRIOR requests that found nothing
-    assert pacer.spend_rate(sustained=4.5, room=100.0, now=2.0) == pytest.approx(
-        4.5 + y * 100.0 / SPEND_HORIZON
+    assert pacer.spend_rate(sustained=4.5, room=250.0, spendable=270.0, now=2.0) == (
+        pytest.approx(4.5 + y * (250.0 - 135.0) / SPEND_HORIZON)
     )
-    assert pacer.spend_rate(sustained=4.5, room=0.0, now=2.0) == pytest.approx(4.5)
-    assert pacer.spend_rate(sustained=4.5, room=-30.0, now=2.0) == pytest.approx(4.5)
+    for room in (135.0, 100.0, 0.0, -30.0):
+        assert pacer.spend_rate(
+            sustained=4.5, room=room, spendable=270.0, now=2.0
+        ) == pytest.approx(4.5)
     half = Pacer()
     for t in range(20):
         half.polled(requests=2, found=1, now=float(t) / 10)
@@ -140,7 +148,9 @@ def test_the_spend_rate_is_capped_and_the_yield_forgets() -> None:
     pacer = Pacer()
     for t in range(50):
         pacer.polled(requests=1, found=3, now=float(t) / 10)
-    assert pacer.spend_rate(sustained=4.5, room=10_000.0, now=5.0) == 4.5 * SPEND_CAP
+    assert (
+        pacer.spend_rate(sustained=4.5, room=10_000.0, spendable=270.0, now=5.0) == 4.5 * SPEND_CAP
+    )
     assert pacer.news_yield(5.0) < 1.0
     before = pacer.news_yield(5.0)
     # The evidence fades: with it, the yield falls toward its empty prior (the +1 weighs more).
@@ -149,20 +159,21 @@ def test_the_spend_rate_is_capped_and_the_yield_forgets() -> None:
 
 
 def test_probes_are_brought_forward_after_a_burst_only_while_most_polls_find_news() -> None:
-    """Without a burst to pay back, always; with one, only while the room is being spent and
-    at least FORWARD_YIELD of recent requests found news: a few runs found lost among many
-    quiet polls (the first minute after reading 80 finished runs) are not enough."""
+    """Without a burst to pay back, always; with one, only while at least FORWARD_YIELD of
+    recent requests found news (a few runs found lost among many quiet polls, as in the first
+    minute after reading 80 finished runs, are not enough) and the burst left more than half
+    of the spendable window free (the first looks of 50 runs on 600 a minute do; 158 on 300
+    a minute do not)."""
     pacer = Pacer()
-    assert pacer.bring_forward(short=False, spend=4.5, sustained=4.5, now=0.0)
-    assert not pacer.bring_forward(short=True, spend=4.5, sustained=4.5, now=0.0)
+    assert pacer.bring_forward(short=False, room=0.0, spendable=540.0, now=0.0)
+    assert not pacer.bring_forward(short=True, room=440.0, spendable=540.0, now=0.0)
     for t in range(20):  # 2 of 40 requests found news
         pacer.polled(requests=2, found=1 if t in (3, 9) else 0, now=t / 10)
     assert 0 < pacer.news_yield(2.0) < FORWARD_YIELD
-    assert not pacer.bring_forward(short=True, spend=5.0, sustained=4.5, now=2.0)
+    assert not pacer.bring_forward(short=True, room=440.0, spendable=540.0, now=2.0)
     busy = Pacer()
     for t in range(20):
         busy.polled(requests=2, found=2, now=t / 10)
     assert busy.news_yield(2.0) >= FORWARD_YIELD
-    assert busy.bring_forward(short=True, spend=9.0, sustained=4.5, now=2.0)
-    # No room being spent (spend at the sustained rate): not after a burst, whatever the yield.
-    assert not busy.bring_forward(short=True, spend=4.5, sustained=4.5, now=2.0)
+    assert busy.bring_forward(short=True, room=440.0, spendable=540.0, now=2.0)
+    assert not busy.bring_forward(short=True, room=100.0, spendable=270.0, now=2.0)
