@@ -43,6 +43,7 @@ from duvo_monitor.context import Context
 from duvo_monitor.errors import Forbidden, SinkError, Unauthorized
 from duvo_monitor.events import Change, Event
 from duvo_monitor.fanout import FanOut
+from duvo_monitor.models import parse_time
 from duvo_monitor.pacer import TICK
 from duvo_monitor.poller import Poller, PollResult
 from duvo_monitor.scheduler import Plan, Track
@@ -383,10 +384,17 @@ class Pipeline:
             # A poll that failed after an earlier request of it was answered (not a run that
             # is not visible yet, whose backoff keeps growing).
             answered=result.error is not None and result.requests > 1,
+            quiet_for=self._quiet_for(track, plan, error_delay),
         )
         if was_live and track.retired:
             self._retired(track)
         self.wake.set()
+
+    def _quiet_for(self, track: Track, plan: Plan, error_delay: float | None) -> float | None:
+        """A first look's seconds since the run last changed (its ``updated_at``), by the
+        server's clock against ours (never below zero): how long a finished run sat unresumed."""
+        updated = parse_time(track.cp.updated_at) if plan.first and error_delay is None else None
+        return None if updated is None else max(0.0, self.clock.time() - updated)
 
     def _weigh_sweep(self, track: Track, result: PollResult) -> None:
         """Did the last sweep's updated_at already reflect the messages this poll found?"""

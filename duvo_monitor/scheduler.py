@@ -4,8 +4,9 @@ Every watched run has two *probes*: its messages (``GET .../messages`` from the 
 status (``GET run``: status and pending human request), each with a news rate λ (news.py: its
 own decayed estimate, or pooled over its kind for pending and finished runs; a status change
 counts ``STATUS_WEIGHT`` messages). The budget's rate is shared by the square-root rule within
-the bounds each run's phase allows (news.water_level): an idle budget moves every probe toward
-``min_interval`` in order of expected news, a saturated one stretches the least promising first.
+the bounds each run's phase allows (probes.py, news.water_level): an idle budget moves every
+probe toward ``min_interval`` in order of expected news, a saturated one stretches the least
+promising first.
 
 ========== =============================== ======================================
 phase      messages                        status
@@ -29,11 +30,13 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Callable
 
-from duvo_monitor import repace
+from duvo_monitor import probes, repace
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import Checkpoint
 from duvo_monitor.news import Demand, PooledRate, SweepTrust, share, water_level
+from duvo_monitor.probes import PENDING_STATUSES, Spec
 from duvo_monitor.track import FINISHED_STATUSES, STARTUP_STATUSES, Plan, Track, stable_phase
 
 __all__ = ["Plan", "Scheduler", "SweepTrust", "Track", "stable_phase"]
@@ -41,18 +44,10 @@ __all__ = ["Plan", "Scheduler", "SweepTrust", "Track", "stable_phase"]
 INF = math.inf
 HINT_SPACING = 0.5
 MAX_BACKOFF = 120.0
-SWEEP_STATUS_FACTOR = 5.0
-# A status change (a run ending, waiting for a human, resuming, vanishing) is worth this many
-# messages in the share: it is what operators alert on, and it comes rarely, so without a weight
-# the square-root rule would leave it to the messages' leftovers.
-STATUS_WEIGHT = 4.0
 # Pooled priors (events, seconds) for the probes that rarely find news on their own: a pending run
 # starts within seconds; a finished run may be resumed from outside or deleted at any time.
 PENDING_PRIOR = (1.0, 10.0)
 LINGER_PRIOR = (1.0, 300.0)
-PENDING_STATUSES = frozenset({"pending"})  # no messages yet
-
-Spec = tuple[float, float, float] | float  # (√λ weight, fastest, slowest interval) or fixed
 
 
 class Scheduler:
@@ -226,6 +221,7 @@ class Scheduler:
         more_messages: bool,
         error_delay: float | None = None,
         answered: bool = False,
+        quiet_for: float | None = None,
     ) -> None:
         """Fold a finished poll into the run's rates and due times.
 
@@ -239,7 +235,7 @@ class Scheduler:
         first, before = track.polls == 0, track.looked_status
         track.polls += 1
         if plan.status:
-            self._pool(track, before, status_news, now)
+            self._pool(track, status_news, now, quiet_for)
             own = 0 if first or before in STARTUP_STATUSES else status_news
             track.status_rate.observe(own, now)
             track.last_status_poll = now
@@ -290,16 +286,20 @@ class Scheduler:
             track.linger_until = None
         self._push(track)
 
-    def _pool(self, track: Track, before: str | None, status_news: int, now: float) -> None:
+    def _pool(self, track: Track, news: int, now: float, quiet: float | None) -> None:
         """Fold a status poll of a starting or finished run into its kind's pooled news rate, by
-        its status when the poll began (a start or a resume counts for the runs awaiting one)."""
+        its status when the poll began (a start or a resume counts for the runs awaiting one).
+        A first look that finds a run finished and unchanged for ``quiet`` seconds counts that
+        span, up to ``linger_interval`` a run (a resume is likelier soon after the end)."""
         if track.last_status_poll is None:
+            if quiet is not None and track.cp.status in FINISHED_STATUSES:
+                self.linger_news.observe(0, min(quiet, self.config.linger_interval), now)
             return
-        exposure = now - track.last_status_poll
+        exposure, before = now - track.last_status_poll, track.looked_status
         if before in STARTUP_STATUSES:
-            self.pending_news.observe(status_news, exposure, now)
+            self.pending_news.observe(news, exposure, now)
         elif before in FINISHED_STATUSES and not self._status_swept(track):
-            self.linger_news.observe(status_news, exposure, now)
+            self.linger_news.observe(news, exposure, now)
 
     def _linger_due(self, track: Track, now: float) -> float:
         """The next linger poll (repace.linger_grid: on the run's own phase of its interval,
@@ -316,11 +316,10 @@ class Scheduler:
     def unswept(self, track: Track, now: float) -> None:
         """Sweeps no longer show this run (or failed): its own probes come back, the status
         probe and, where trusted sweeps had made it a far safety net, the message probe."""
-        if track.swept_at is None:
+        if track.swept_at is None or track.retired:
+            track.swept_at = None
             return
         track.swept_at = None
-        if track.retired:
-            return
         phase = track.phase
         if phase == "lingering":
             track.status_due = min(track.status_due, self._linger_due(track, now))
@@ -332,8 +331,7 @@ class Scheduler:
             self._push(track)
 
     def sweep_failed(self, now: float) -> None:
-        """A sweep failed: until one succeeds, no run counts as swept (the next successful
-        sweep marks the runs it shows again)."""
+        """A sweep failed: no run counts as swept until one succeeds (and marks those shown)."""
         for track in self.tracks.values():
             self.unswept(track, now)
 
@@ -408,47 +406,16 @@ class Scheduler:
         return self._status_swept(track) and self.trust.trusted
 
     def _message_spec(self, track: Track) -> Spec:
-        c = self.config
-        phase = track.phase
-        if phase in ("lingering", "retired"):
-            return INF
-        if phase == "ending":
-            return 0.0
-        if phase == "waiting":
-            return (math.sqrt(track.msg_rate.value), c.min_interval, c.waiting_interval)
-        if self._trusted(track):
-            # Sweeps announce new messages (updated_at moves with them): scheduled message polls
-            # are only a safety net, and the budget they leave serves the sweeps' hints at once.
-            return c.max_interval
-        if track.cp.status in PENDING_STATUSES:
-            # No messages before it starts; the status poll that sees it start asks for them.
-            return c.max_interval
-        return (math.sqrt(track.msg_rate.value), c.min_interval, c.max_interval)
+        return probes.message_spec(self.config, track, trusted=self._trusted(track))
 
     def _status_spec(self, track: Track) -> Spec:
-        c = self.config
-        phase = track.phase
-        swept = self._status_swept(track)
-        if phase in ("retired", "ending"):
-            return INF
-        if phase == "lingering":
-            if swept:
-                # Sweeps show a resumed run at once (status, updated_at): this is a safety net.
-                return c.linger_interval * SWEEP_STATUS_FACTOR
-            news = self.linger_news.value
-            return (math.sqrt(STATUS_WEIGHT * news), c.min_interval, c.linger_interval)
-        if phase == "waiting":
-            if swept:
-                return c.waiting_interval
-            news = track.status_rate.value
-            return (math.sqrt(STATUS_WEIGHT * news), c.min_interval, c.waiting_interval)
-        if swept:
-            # The sweep sees status changes for a fraction of a request; GET run is a safety net.
-            return c.max_interval * SWEEP_STATUS_FACTOR
-        news = track.status_rate.value
-        if track.cp.status in STARTUP_STATUSES:
-            news = max(news, self.pending_news.value)
-        return (math.sqrt(STATUS_WEIGHT * news), c.min_interval, c.max_interval)
+        return probes.status_spec(
+            self.config,
+            track,
+            swept=self._status_swept(track),
+            linger_news=self.linger_news.value,
+            pending_news=self.pending_news.value,
+        )
 
     def _interval(self, spec: Spec) -> float:
         if not isinstance(spec, tuple):
@@ -459,20 +426,16 @@ class Scheduler:
         return 1.0 / share(self._level, weight, 1.0 / slowest, 1.0 / fastest)
 
     def message_interval(self, track: Track) -> float:
-        c = self.config
-        if c.policy == "fixed":
-            return c.fixed_interval
-        if c.policy == "round_robin":
-            return self._round_robin()
-        return self._interval(self._message_spec(track))
+        return self._policy_interval(self._message_spec, track)
 
     def status_interval(self, track: Track) -> float:
+        return self._policy_interval(self._status_spec, track)
+
+    def _policy_interval(self, spec: Callable[[Track], Spec], track: Track) -> float:
         c = self.config
         if c.policy == "fixed":
             return c.fixed_interval
-        if c.policy == "round_robin":
-            return self._round_robin()
-        return self._interval(self._status_spec(track))
+        return self._round_robin() if c.policy == "round_robin" else self._interval(spec(track))
 
     def hinted_backlog(self, now: float) -> bool:
         """Is a run known to have news still waiting for its poll?"""

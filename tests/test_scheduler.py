@@ -433,10 +433,17 @@ def test_probes_brought_forward_are_at_most_a_ticks_work_spaced_at_the_rate() ->
     assert all(b - a >= 1 / 3.0 - 1e-9 for a, b in itertools.pairwise(moved))
 
 
-def look(s: Scheduler, run_id: str, now: float, after: str | None, status_news: int) -> None:
+def look(
+    s: Scheduler,
+    run_id: str,
+    now: float,
+    after: str | None,
+    status_news: int,
+    quiet_for: float | None = None,
+) -> None:
     """One poll of the run (its status and its messages, none new) as the pipeline makes it:
     popped (its status then is kept), its checkpoint committed with the status the poll found
-    (``after``, None: unchanged), then done."""
+    (``after``, None: unchanged), then done (``quiet_for``: seconds since its updated_at)."""
     track = s.tracks[run_id]
     track.status_due = min(track.status_due, now)
     s._push(track)
@@ -452,6 +459,7 @@ def look(s: Scheduler, run_id: str, now: float, after: str | None, status_news: 
         status_changed=after is not None,
         hint_status=False,
         more_messages=False,
+        quiet_for=quiet_for,
     )
 
 
@@ -521,3 +529,37 @@ def test_a_first_looks_backlog_is_not_a_message_rate() -> None:
     assert s.tracks[old].msg_rate.count == 0.0
     finish(s, old, 5.0, news=3)  # what it finds later is
     assert s.tracks[old].msg_rate.count == 3.0
+
+
+def test_a_finished_runs_quiet_since_its_end_counts_for_the_lingering_runs() -> None:
+    """A first look that finds a run finished and unchanged for a while is evidence for the pool
+    of finished runs (no resume in that span), up to linger_interval a run; a live run's is not.
+    Sharing a tight rate with a live run, the finished runs are then looked at less often than
+    on the prior alone, and a resume seen later still raises their estimate."""
+
+    def lingering(*quiet: float | None) -> Scheduler:
+        s = make(1, linger=1e6, linger_interval=300.0)
+        live, *done = ids(4)
+        look(s, live, 0.0, None, 0, quiet_for=3600.0)  # running, unchanged
+        for run_id in done:  # known finished (from the state file), looked at again
+            s.add(Checkpoint(run_id=run_id, status="completed", verified=True), 0.0)
+        for run_id, q in zip(done, quiet, strict=True):
+            look(s, run_id, 0.0, None, 0, quiet_for=q)
+            assert s.tracks[run_id].phase == "lingering"
+        s.rate = 0.5
+        s.recompute()
+        return s
+
+    told, blind = lingering(3600.0, 20.0, 1000.0), lingering(None, None, None)
+    assert told.linger_news.count == blind.linger_news.count == 0.0
+    assert math.isclose(told.linger_news.span, 300.0 + 20.0 + 300.0)  # capped, not 3600
+    assert blind.linger_news.span == 0.0  # looks without an updated_at; the live run's neither
+    finished = ids(4)[1]
+    assert told.status_interval(told.tracks[finished]) > blind.status_interval(
+        blind.tracks[finished]
+    )
+    quiet = told.linger_news.value
+    told.tracks[finished].status_due = -1.0  # the most overdue of the finished runs
+    look(told, finished, 30.0, "running", 1)  # resumed from outside
+    assert told.linger_news.count == 1.0
+    assert told.linger_news.value > quiet
