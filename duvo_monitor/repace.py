@@ -1,4 +1,4 @@
-"""Bringing probes forward when the share grows: which idle probes move, and to when. Pure.
+"""Bringing probes forward when the share grows (and finished runs' back when it shrinks). Pure.
 
 A probe's due time is set when its poll ends, at the share of that moment (scheduler.py). When
 room frees later (runs ended, finished runs read at start while nothing else was known), the
@@ -30,6 +30,17 @@ def linger_grid(track: Track, after: float, interval: float) -> float:
     run's own phase of its interval (runs that ended together do not come back together)."""
     offset = track.phase_offset * interval
     return math.ceil((after + interval / 2 - offset) / interval) * interval + offset
+
+
+def later(track: Track, now: float, interval: float) -> float | None:
+    """The other way: a lingering run's status probe popped before its place under the current
+    share (set when the share was larger: the budget idle then, busy now) goes to that place, if
+    it is more than ``SLACK`` of the interval away; None: poll it now."""
+    last = track.last_status_poll
+    if track.phase != "lingering" or last is None or track.status_due == INF:
+        return None
+    target = linger_grid(track, last, interval)
+    return target if target > now + SLACK * interval else None
 
 
 def forward(

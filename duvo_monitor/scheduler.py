@@ -149,17 +149,31 @@ class Scheduler:
 
     def pop_due(self, now: float) -> Track | None:
         """The next run to poll, marked in flight; None if none is due. A due first look goes
-        first, then a due hinted run; within each (and among the others), the most overdue."""
-        heap = next((h for h in (self._first, self._urgent) if self._top(h) <= now), self._heap)
-        if self._top(heap) > now:
-            return None
-        due, _, run_id = heapq.heappop(heap)
-        track = self.tracks[run_id]
+        first, then a due hinted run; within each (and among the others), the most overdue. A
+        finished run's routine look set under a larger share waits for its place under this one
+        (repace.later): it does not spend a busy budget at an idle budget's pace."""
+        while True:
+            heap = next((h for h in (self._first, self._urgent) if self._top(h) <= now), self._heap)
+            if self._top(heap) > now:
+                return None
+            due, _, run_id = heapq.heappop(heap)
+            track = self.tracks[run_id]
+            if heap is not self._heap or not self._put_back(track, now):
+                break
         track.due_popped = due
         track.looked_status = track.cp.status
         track.inflight = True
         track.due = INF
         return track
+
+    def _put_back(self, track: Track, now: float) -> bool:
+        if self.config.policy != "adaptive" or track.failures or track.msg_due <= now:
+            return False
+        at = repace.later(track, now, self.status_interval(track))
+        if at is not None:
+            track.status_due = at
+            self._push(track)
+        return at is not None
 
     def plan(self, track: Track, now: float) -> Plan:
         slack = 0.05

@@ -7,6 +7,7 @@ import math
 import random
 from dataclasses import replace
 
+from duvo_monitor import repace
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import Checkpoint
 from duvo_monitor.scheduler import Plan, Scheduler, stable_phase
@@ -563,3 +564,46 @@ def test_a_finished_runs_quiet_since_its_end_counts_for_the_lingering_runs() -> 
     look(told, finished, 30.0, "running", 1)  # resumed from outside
     assert told.linger_news.count == 1.0
     assert told.linger_news.value > quiet
+
+
+def test_a_finished_runs_look_set_while_idle_waits_for_its_place_when_the_budget_is_busy() -> None:
+    """Finished runs looked at while the budget was idle are due again within seconds. When the
+    share shrinks (live runs took the budget), such a look is not spent at the idle pace: popped
+    before its place under the new share, it goes there (on the run's own linger grid), and is
+    polled then. With the budget still idle it is polled when due."""
+
+    def looked() -> Scheduler:
+        s = make(0, linger=1e6, linger_interval=300.0, min_interval=1.0)
+        for run_id in ids(3):
+            s.add(Checkpoint(run_id=run_id, status="completed", verified=True), 0.0)
+        s.rate = 10.0  # three probes at min_interval use 3 of it: idle
+        s.recompute()
+        for _ in ids(3):
+            track = s.pop_due(0.0)
+            assert track is not None
+            s.done(
+                track,
+                0.0,
+                plan=s.plan(track, 0.0),
+                status_news=0,
+                message_news=0,
+                status_changed=False,
+                hint_status=False,
+                more_messages=False,
+            )
+            assert track.phase == "lingering" and track.status_due <= 2.0
+        return s
+
+    idle = looked()
+    assert idle.pop_due(2.0) is not None
+
+    busy = looked()
+    busy.rate = 0.02
+    busy.recompute()
+    assert busy.pop_due(2.0) is None  # put back, not polled
+    for track in busy.tracks.values():
+        interval = busy.status_interval(track)
+        assert interval > 100.0
+        assert track.status_due == repace.linger_grid(track, 0.0, interval)
+    first = min(track.status_due for track in busy.tracks.values())
+    assert busy.pop_due(first) is not None  # at its place, it is polled
