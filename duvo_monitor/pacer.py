@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 TICK = 1.0
-SPEND_HORIZON = 10.0  # seconds over which a window's room is spent while every poll finds news
+SPEND_HORIZON = 5.0  # seconds over which the window's surplus is spent while every poll finds news
 SPEND_CAP = 4.0  # the spend rate is at most this many times the sustained rate
 YIELD_HALF_LIFE = 5.0  # seconds: how fast the news yield of recent polls forgets
 YIELD_PRIOR = 1.0  # requests that found nothing: the yield before any evidence is 0

@@ -128,8 +128,8 @@ def test_polls_that_find_news_spend_the_windows_surplus_over_the_horizon() -> No
         pacer.polled(requests=2, found=2, now=float(t) / 10)
     y = pacer.news_yield(2.0)
     assert 0.8 < y < 1.0  # below 1: the prior of YIELD_PRIOR requests that found nothing
-    assert pacer.spend_rate(sustained=4.5, room=250.0, spendable=270.0, now=2.0) == (
-        pytest.approx(4.5 + y * (250.0 - 135.0) / SPEND_HORIZON)
+    assert pacer.spend_rate(sustained=4.5, room=180.0, spendable=270.0, now=2.0) == (
+        pytest.approx(4.5 + y * (180.0 - 135.0) / SPEND_HORIZON)  # below the cap
     )
     for room in (135.0, 100.0, 0.0, -30.0):
         assert pacer.spend_rate(
