@@ -37,7 +37,7 @@ def later(track: Track, now: float, interval: float) -> float | None:
     share (set when the share was larger: the budget idle then, busy now) goes to that place, if
     it is more than ``SLACK`` of the interval away; None: poll it now."""
     last = track.last_status_poll
-    if track.phase != "lingering" or last is None or track.status_due == INF:
+    if last is None:
         return None
     target = linger_grid(track, last, interval)
     return target if target > now + SLACK * interval else None

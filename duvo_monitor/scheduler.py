@@ -167,9 +167,12 @@ class Scheduler:
         return track
 
     def _put_back(self, track: Track, now: float) -> bool:
-        if self.config.policy != "adaptive" or track.failures or track.msg_due <= now:
+        """Only a lingering run's look (checked first: this is on every routine pop)."""
+        if track.phase != "lingering" or self.config.policy != "adaptive":
             return False
-        at = repace.later(track, now, self.status_interval(track))
+        if track.failures or track.msg_due <= now:
+            return False
+        at = repace.later(track, now, self._interval(self._status_spec(track)))
         if at is not None:
             track.status_due = at
             self._push(track)
