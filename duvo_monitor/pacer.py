@@ -42,6 +42,12 @@ MAX_SWEEP_RETRY = 120.0
 KINDS = ("sweep", "hinted", "routine")
 
 
+def surplus(room: float, spendable: float) -> float:
+    """The window's ``room`` (requests it can still take, the reserve kept) beyond half of what
+    it may hold (``spendable``): what a burst of news may spend early (Pacer.spend_rate)."""
+    return max(0.0, room - spendable / 2)
+
+
 class Pacer:
     """The pacing state (the last sweep's size, the requests counted so far) and its decisions."""
 
@@ -104,8 +110,7 @@ class Pacer:
         longer than a minute keeps half the window for its second half (spent to the last,
         the window then admits nothing but the trickle until it ages out). In steady state
         there is no surplus, and the spend rate is the sustained one."""
-        surplus = max(0.0, room - spendable / 2)
-        extra = self.news_yield(now) * surplus / SPEND_HORIZON
+        extra = self.news_yield(now) * surplus(room, spendable) / SPEND_HORIZON
         return min(sustained + extra, sustained * SPEND_CAP)
 
     def bring_forward(self, *, short: bool, room: float, spendable: float, now: float) -> bool:
@@ -118,7 +123,7 @@ class Pacer:
         mostly taken is kept for the news of the rest of the minute."""
         if not short:
             return True
-        return room > spendable / 2 and self.news_yield(now) >= FORWARD_YIELD
+        return surplus(room, spendable) > 0 and self.news_yield(now) >= FORWARD_YIELD
 
     def probe_rate(
         self,
