@@ -287,7 +287,9 @@ class Scheduler:
         if (status_changed and started) or more_messages or phase == "ending":
             track.msg_due = now
         if hint_status or track.pending_status:
-            track.status_due = now
+            # What the poll read says the status moved (a user's message, a lifecycle one):
+            # a hinted look, never put back to a finished run's place on its linger grid.
+            track.status_due, track.urgent = now, True
         if track.pending_messages and phase != "lingering":
             track.msg_due = min(track.msg_due, self._informed_due(track, now))
         track.pending_status = track.pending_messages = False

@@ -23,6 +23,7 @@ from duvo_monitor.models import parse_time
 from duvo_monitor.pacer import TICK
 from duvo_monitor.scheduler import Track
 from duvo_monitor.state import Forgotten
+from duvo_monitor.track import FINISHED_STATUSES
 
 log = structlog.get_logger("duvo_monitor.sweeper")
 
@@ -197,19 +198,25 @@ class Sweeper:
         self.scheduler.swept(track, now, updated=parse_time(updated_at), at=self.clock.time())
         previous = self._swept.get(track.run_id, track.cp.updated_at)
         self._swept[track.run_id] = updated_at
+        # As times: the list and GET run may write one instant differently.
+        moved = updated_at != previous and (
+            parse_time(updated_at) is None or parse_time(updated_at) != parse_time(previous)
+        )
         if track.retired:
-            # The list shows it: a lost run is back, a finished one may have resumed.
-            moved = updated_at != previous
-            if (status != track.cp.status and not track.cp.lost) or (track.cp.lost and moved):
+            # The list shows it: a lost run is back, a finished one resumed (and may have
+            # ended again between two sweeps: its status the same, its updated_at moved).
+            if (status != track.cp.status and not track.cp.lost) or moved:
                 self.scheduler.hint(track.run_id, now, status=True, messages=True)
                 self.wake.set()
             return
         if status != track.cp.status and track.cp.status is not None:
             self.scheduler.hint(track.run_id, now, status=True, messages=True)
             self.wake.set()
-        elif previous is not None and updated_at != previous:
-            waiting = track.cp.status == "waiting"
-            self.scheduler.hint(track.run_id, now, status=waiting, messages=True)
+        elif previous is not None and moved:
+            # Same status, but the run moved: a waiting run's request answered, or a finished
+            # run resumed and ended again between two sweeps (its status event is news too).
+            status_too = track.cp.status == "waiting" or track.cp.status in FINISHED_STATUSES
+            self.scheduler.hint(track.run_id, now, status=status_too, messages=True)
             self.wake.set()
 
     def _discoverable(self, summary: Any, horizon: float | None) -> bool:

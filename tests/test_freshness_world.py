@@ -178,6 +178,45 @@ async def test_v1_resume_and_end_between_two_looks_is_reported(tmp_path: Path) -
 
 
 @pytest.mark.anyio
+async def test_v2_a_retired_run_resumed_and_ended_between_two_sweeps_is_reported(
+    tmp_path: Path,
+) -> None:
+    """v2, finished runs retired (``linger`` 5 s) and followed by sweeps only, 8 s apart. Each
+    run is resumed from outside and ends again 4.5 s later: most of these fall between two
+    sweeps, which list the run `completed` both times with only its ``updated_at`` moved. That
+    is enough: each continuation's messages and second completion are emitted, once."""
+    resumed = [
+        finished(k, {"at": f"{10 * 60 + 20 + 7 * k}s", "post": f"Once more, {k}."})
+        for k in range(6)
+    ]
+    result = await run_world(
+        world(resumed),
+        tmp_path,
+        speed=10,
+        version="v2",
+        discover=False,
+        polling={
+            "linger": "5s",
+            "linger_interval": "30m",
+            "min_interval": "1s",
+            "sweep_interval": "8s",
+        },
+        wall_timeout=30.0,
+    )
+    s = result.score(transient=3.0)
+    assert result.settled, (s.summary(), result.explain_missed(s))
+    assert s.perfect_messages and not s.duplicate_event_ids, result.explain_missed(s)
+    assert not s.status_invented, s.summary()
+    completed = Counter(
+        e.envelope["subject"]
+        for e in result.sink.received
+        if e.envelope["type"] == "ai.duvo.run.completed"
+    )
+    assert sorted(completed.values()) == [2] * 6, completed
+    assert_within_budget(result.sim.requests, 300)
+
+
+@pytest.mark.anyio
 async def test_every_run_gets_its_first_look_before_any_gets_a_second(tmp_path: Path) -> None:
     """150 finished runs watched at once on v1: the first look at every one of them (GET run)
     comes before the second look at any, so the last run added is not left waiting behind

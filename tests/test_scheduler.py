@@ -607,3 +607,48 @@ def test_a_finished_runs_look_set_while_idle_waits_for_its_place_when_the_budget
         assert track.status_due == repace.linger_grid(track, 0.0, interval)
     first = min(track.status_due for track in busy.tracks.values())
     assert busy.pop_due(first) is not None  # at its place, it is polled
+
+
+def test_a_finished_runs_status_look_asked_for_by_its_own_messages_is_not_put_back() -> None:
+    """A finished run's messages poll that reads a user's message (the run was resumed from
+    outside) asks for its status at once: under a busy budget that look is a hinted one, polled
+    now, not put back to the run's place on its linger grid (minutes away), where the resume
+    and its second end would be seen too late or not at all."""
+    s = make(0, linger=1e6, linger_interval=300.0, min_interval=1.0)
+    (run_id,) = ids(1)
+    s.add(Checkpoint(run_id=run_id, status="completed", verified=True), 0.0)
+    s.rate = 10.0
+    s.recompute()
+    track = s.pop_due(0.0)
+    assert track is not None
+    s.done(
+        track,
+        0.0,
+        plan=s.plan(track, 0.0),
+        status_news=0,
+        message_news=0,
+        status_changed=False,
+        hint_status=False,
+        more_messages=False,
+    )
+    s.rate = 0.02  # the live runs took the budget
+    s.recompute()
+    s.hint(run_id, 5.0, messages=True)  # a sweep saw it move
+    track = s.pop_due(5.0)
+    assert track is not None
+    plan = s.plan(track, 5.0)
+    assert plan.messages
+    s.done(
+        track,
+        5.0,
+        plan=plan,
+        status_news=0,
+        message_news=1,
+        status_changed=False,
+        hint_status=True,  # the page held a user's message
+        more_messages=False,
+    )
+    assert track.status_due == 5.0
+    popped = s.pop_due(5.0)
+    assert popped is track, "the status look was put back to the linger grid"
+    assert s.plan(track, 5.0).status
