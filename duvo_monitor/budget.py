@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -262,6 +263,32 @@ class Budget:
             else:
                 until = now + DEFAULT_429_PAUSE
             self._paused_until = max(self._paused_until, until)
+
+    def history(self) -> list[tuple[float, int]]:
+        """The window's requests for a daemon that starts after this one (saved in the state
+        file): per second with any, ``(its end on clock.time(), requests)``, oldest first. By
+        whole seconds, so that it stays small at any budget; each counts as sent at its
+        second's end, which is late by under a second: a restart waits slightly too long, never
+        too little."""
+        mono, unix = self.clock.monotonic(), self.clock.time()
+        self._prune(mono)
+        seconds: Counter[float] = Counter(math.ceil(unix - (mono - sent)) for sent in self._log)
+        return sorted(seconds.items())
+
+    def restore(self, history: Iterable[tuple[float, int]]) -> int:
+        """Count what an earlier process sent in the window (:meth:`history`, from the state
+        file): a daemon restarted after a crash must not spend that again. A time ahead of now
+        (a clock stepped back) counts as now; the window's newest ``limit`` requests are kept,
+        older ones dropped. Returns how many were counted."""
+        mono, unix = self.clock.monotonic(), self.clock.time()
+        window, ages = self.window, []
+        for at, count in history:
+            age = max(0.0, unix - at)
+            if math.isfinite(at) and age < window and count > 0:
+                ages.extend([age] * min(int(count), self.limit))
+        kept = sorted(ages)[: self.limit]
+        self._log = deque(sorted([*(mono - age for age in kept), *self._log]))
+        return len(kept)
 
     def snapshot(self) -> BudgetSnapshot:
         mono = self.clock.monotonic()

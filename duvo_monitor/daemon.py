@@ -45,7 +45,7 @@ from duvo_monitor.sinks.base import Sink
 from duvo_monitor.sinks.build import build_sinks
 from duvo_monitor.state import StateStore
 from duvo_monitor.sweeper import Sweeper
-from duvo_monitor.ticker import Ticker
+from duvo_monitor.ticker import SavedWindow, Ticker
 from duvo_monitor.watchlist import WatchList
 
 log = structlog.get_logger("duvo_monitor.daemon")
@@ -119,6 +119,7 @@ class Monitor:
         self.bound: dict[str, httpserver.Bound] = {}
         # Set in run():
         self.state: StateStore
+        self.window: SavedWindow
         self.client: DuvoClient
         self.fanout: FanOut
         self.poller: Poller
@@ -132,9 +133,11 @@ class Monitor:
     async def run(self, *, task_status: TaskStatus[Monitor] = anyio.TASK_STATUS_IGNORED) -> int:
         config = self.config
         self.state = await StateStore.open(config.state.path)
+        self.window = SavedWindow(self.budget, self.state)
         http = make_http_client(transport=self.transport)
         try:
             ticker, sweeper = self._wire(http)
+            await self.window.restore()
             await self.watchlist.load()
             async with anyio.create_task_group() as root:
                 self._root = root
@@ -163,6 +166,7 @@ class Monitor:
             with anyio.CancelScope(shield=True):
                 self.notifier.stopping()
                 await http.aclose()
+                await self.window.save()
                 await self.state.close()
         log.info("stopped", exit_code=self._exit_code)
         if self.until_terminal and self._exit_code == 0:
@@ -220,6 +224,7 @@ class Monitor:
             accounting=self.accounting,
             notifier=self.notifier,
             tend=self.watchlist.tend,
+            save=self.window.save,
             stop=self.stop,
             until_terminal=self.until_terminal,
             started_at=self.started_at,

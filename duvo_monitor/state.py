@@ -7,6 +7,7 @@ resumes exactly where delivery ended.
 
 Tables::
 
+    meta(key PK, value)        -- schema_version; sent_requests: the last process's request window
     runs(run_id PK, checkpoint JSON, source, watched, added_at)
     seen(run_id, message_id, digest, PK(run_id, message_id))   -- emitted messages, no bodies
     outbox(run_id PK, checkpoint, seen, events)                -- handed to sinks, not yet acked
@@ -77,6 +78,7 @@ CREATE TABLE IF NOT EXISTS seen (
 ) WITHOUT ROWID;
 """
 SCHEMA_VERSION = "1"
+SENT_KEY = "sent_requests"  # the request window of the last process (Budget.history)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,7 +156,24 @@ class StateStore:
         assert isinstance(result, dict)
         return result
 
+    async def sent_requests(self) -> list[tuple[float, int]]:
+        """What the last process saved of its request window (``Budget.history``); nothing
+        for a state file without it or with a value that does not read as one (a warning)."""
+        text = await self._run(_meta, SENT_KEY)
+        if text is None:
+            return []
+        try:
+            value = orjson.loads(str(text))
+            return [(float(at), int(count)) for at, count in value]
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            log.warning("saved request window unreadable; not counted", detail=str(exc))
+            return []
+
     # -- writing -----------------------------------------------------------------------------
+
+    async def save_sent_requests(self, history: Sequence[tuple[float, int]]) -> None:
+        """Save the request window (``Budget.history``) for the next process."""
+        await self._run(_set_meta, SENT_KEY, orjson.dumps(list(history)).decode())
 
     async def commit(self, commits: Sequence[Commit]) -> None:
         """Write checkpoints and emitted message ids, all in one transaction."""
@@ -192,6 +211,15 @@ class StateStore:
         ids = list(run_ids)
         if ids:
             await self._run(_unforget, ids)
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -3,7 +3,9 @@
 Each tick refreshes the scheduler's Σ√λ and its probe rate (from the pacer), reports the
 requests sent and the budget to the metrics, says "ready" to systemd once every run has been
 polled (or after ``READY_AFTER`` seconds), and, every ``SLOW_BEATS`` ticks, updates the systemd
-status line and tends the watch list (a changed runs file, retired runs to forget). For
+status line and tends the watch list (a changed runs file, retired runs to forget). Each tick also
+saves the budget's request window to the state file (``save``), so that a daemon restarted after
+a crash does not spend that window again. For
 ``duvo-monitor watch`` it also notices that every watched run has ended, and stops the daemon.
 """
 
@@ -14,14 +16,45 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from duvo_monitor.accounting import Accounting
+from duvo_monitor.budget import Budget
 from duvo_monitor.context import Context
+from duvo_monitor.errors import StateError
 from duvo_monitor.pacer import TICK
 from duvo_monitor.sdnotify import Notifier
+from duvo_monitor.state import StateStore
 
 log = structlog.get_logger("duvo_monitor.ticker")
 
 READY_AFTER = 60.0
 SLOW_BEATS = 5
+
+
+class SavedWindow:
+    """The budget's request window in the state file: counted at start, saved when it changed
+    (each tick, and once more at the end)."""
+
+    def __init__(self, budget: Budget, state: StateStore) -> None:
+        self.budget = budget
+        self.state = state
+        self._saved: list[tuple[float, int]] = []
+
+    async def restore(self) -> None:
+        restored = self.budget.restore(await self.state.sent_requests())
+        if restored:
+            log.info("requests of the last minute counted", requests=restored)
+        self._saved = self.budget.history()
+
+    async def save(self) -> None:
+        """A failure is a warning: a restart may then spend part of the window again."""
+        history = self.budget.history()
+        if history == self._saved:
+            return
+        try:
+            await self.state.save_sent_requests(history)
+        except StateError as exc:
+            log.warning("request window not saved", error=str(exc))
+            return
+        self._saved = history
 
 
 class Ticker:
@@ -32,6 +65,7 @@ class Ticker:
         accounting: Accounting,
         notifier: Notifier,
         tend: Callable[[], Awaitable[None]],
+        save: Callable[[], Awaitable[None]],
         stop: Callable[[int], None],
         until_terminal: bool,
         started_at: float,
@@ -46,6 +80,7 @@ class Ticker:
         self.accounting = accounting
         self.notifier = notifier
         self.tend = tend
+        self.save = save
         self.stop = stop
         self.until_terminal = until_terminal
         self.started_at = started_at
@@ -88,6 +123,7 @@ class Ticker:
             self.scheduler.recompute(mono if forward else None)
             self.telemetry.budget(snap.limit, snap.remaining, snap.used, spend)
             self._check_ready()
+            await self.save()
             if beat % SLOW_BEATS == 0:
                 text = (
                     f"watching {self.scheduler.live()} runs; "

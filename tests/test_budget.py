@@ -304,3 +304,34 @@ async def test_a_log_is_short_against_the_sustained_rate_not_a_raised_pace() -> 
         for _ in range(45):
             await budget.acquire(first=True)
     assert budget.short()
+
+
+@pytest.mark.anyio
+async def test_a_restarted_budget_counts_what_the_last_process_sent() -> None:
+    """A daemon killed after spending its window, restarted at once, must not spend it again:
+    the window saved by whole seconds (each counted at its second's end) and restored makes the
+    new budget wait as the old one would have, a second at most later; what aged out of the
+    window, or what the file cannot count, is not counted."""
+    clock = VirtualClock()
+    old = Budget(30, clock=clock, window=60, margin=1)
+    for _ in range(20):
+        await old.acquire(urgent=True, first=True)
+    clock.advance(10.0)
+    for _ in range(10):
+        await old.acquire(urgent=True, first=True)
+    history = old.history()
+    assert sum(count for _, count in history) == 30 and len(history) == 2
+    assert old.wait_time() == pytest.approx(51.0)
+
+    clock.advance(5.0)  # the restart
+    new = Budget(30, clock=clock, window=60, margin=1)
+    assert new.restore(history) == 30
+    assert 46.0 <= new.wait_time() <= 47.0  # 61 - 15 s, rounded up to the second
+    assert new.snapshot().used == 30
+
+    later = Budget(30, clock=clock, window=60, margin=1)
+    clock.advance(50.0)  # the first 20 aged out
+    assert later.restore(history) == 10
+    assert later.wait_time() == 0.0
+    assert later.restore([(clock.time() + 3600.0, 5), (float("nan"), 3), (clock.time(), -2)]) == 5
+    assert later.snapshot().used == 15

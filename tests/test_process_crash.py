@@ -331,7 +331,17 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_keep_their_ids(
     daemons.append(run_to_the_end(procs, sim, config, tail, lives))
 
     summary = verdict(sim, tail, events, lives)
+    summary["worst window"] = worst_window(sim.requests())
     assert len(summary["lives"]) == KILLS + 1, summary
+    # Each restart counts what the killed daemon sent in its last minute (the window is saved
+    # every second: the requests of the last one before a SIGKILL may be lost, no more).
+    requests = sim.requests()
+    for (_, killed), daemon in zip(lives, daemons[1:], strict=False):
+        sent = sent_between(requests, killed - 30.0, killed - 1.5)
+        counted = [
+            r["requests"] for r in daemon.events_logged("requests of the last minute counted")
+        ]
+        assert counted and counted[0] >= sent, (counted, sent, daemon.stderr()[-2000:])
     assert summary["human requests"] and summary["lost"], summary
     for daemon in daemons:
         assert not tracebacks(daemon.stderr()), daemon.stderr()[-3000:]
@@ -384,6 +394,23 @@ def test_sigkill_while_a_sink_lags_resends_unacknowledged_events_under_their_ids
     assert overtaken, "no resent status change was overtaken by its run: the case is not shown"
     assert not tracebacks(daemon.stderr() + final.stderr())
     print(summary, f"resent {len(resent)}, overtaken {len(overtaken)}")
+
+
+def sent_between(requests: Sequence[Mapping[str, Any]], start: float, end: float) -> int:
+    return sum(
+        1 for r in requests if start < r["time"] <= end and not r["path"].startswith("/_sim")
+    )
+
+
+def worst_window(requests: Sequence[Mapping[str, Any]], window: float = 60.0) -> int:
+    """The most API requests (the simulator's own calls aside) in any ``window`` seconds."""
+    times = sorted(r["time"] for r in requests if not str(r["path"]).startswith("/_sim"))
+    worst, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - window:
+            first += 1
+        worst = max(worst, last - first + 1)
+    return worst
 
 
 def status_at(truth: Sequence[TruthEntry], run_id: str, when: float) -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from duvo_monitor.differ import Checkpoint
-from duvo_monitor.state import Commit, StateStore
+from duvo_monitor.state import SENT_KEY, Commit, StateStore, _set_meta
 
 RUN = "11111111-1111-4111-8111-111111111111"
 OTHER = "22222222-2222-4222-8222-222222222222"
@@ -115,4 +115,22 @@ async def test_outbox_survives_a_crash_and_commit_clears_it(tmp_path: Path) -> N
     await store.commit([staged[0][0]])
     assert await store.staged() == []
     assert await store.known(RUN, ["m1"]) == {"m1": "d1"}
+    await store.close()
+
+
+@pytest.mark.anyio
+async def test_the_request_window_survives_a_restart_and_a_bad_value_counts_nothing(
+    tmp_path: Path,
+) -> None:
+    """What the budget saved of its window comes back after reopening; a value that does not
+    read as one is not counted (a warning), never a failed start."""
+    store = await StateStore.open(tmp_path / "s.db")
+    assert await store.sent_requests() == []
+    await store.save_sent_requests([(1764000000.0, 12), (1764000001.0, 3)])
+    await store.close()
+    store = await StateStore.open(tmp_path / "s.db")
+    assert await store.sent_requests() == [(1764000000.0, 12), (1764000001.0, 3)]
+    for bad in ('{"a": 1}', "[[1, 2, 3]]", "not json", '[["x", 1]]'):
+        await store._run(_set_meta, SENT_KEY, bad)
+        assert await store.sent_requests() == [], bad
     await store.close()
