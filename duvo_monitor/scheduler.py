@@ -287,9 +287,11 @@ class Scheduler:
         if (status_changed and started) or more_messages or phase == "ending":
             track.msg_due = now
         if hint_status or track.pending_status:
-            # What the poll read says the status moved (a user's message, a lifecycle one):
-            # a hinted look, never put back to a finished run's place on its linger grid.
-            track.status_due, track.urgent = now, True
+            track.status_due = now
+            # A finished run's user message is a resume: a hinted look, never put back to the
+            # run's place on its linger grid. (A live run's lifecycle messages stay routine:
+            # hinted, they went ahead of the sweeps' rounds of message polls.)
+            track.urgent = track.urgent or phase == "lingering"
         if track.pending_messages and phase != "lingering":
             track.msg_due = min(track.msg_due, self._informed_due(track, now))
         track.pending_status = track.pending_messages = False

@@ -652,3 +652,28 @@ def test_a_finished_runs_status_look_asked_for_by_its_own_messages_is_not_put_ba
     popped = s.pop_due(5.0)
     assert popped is track, "the status look was put back to the linger grid"
     assert s.plan(track, 5.0).status
+
+
+def test_a_live_runs_status_look_asked_for_by_its_messages_stays_routine() -> None:
+    """A running run's lifecycle message asks for its status now, but as a routine look: hinted,
+    the many starts of a wake-up went ahead of the sweeps' rounds of message polls (v2 wake-up
+    world, message p95 1.1 -> 5.0-5.6 s while they were)."""
+    s = make(0, min_interval=1.0)
+    (run_id,) = ids(1)
+    s.add(Checkpoint(run_id=run_id, status="running"), 0.0)
+    s.rate = 10.0
+    s.recompute()
+    track = s.pop_due(0.0)
+    assert track is not None
+    s.done(
+        track,
+        0.0,
+        plan=s.plan(track, 0.0),
+        status_news=0,
+        message_news=1,
+        status_changed=False,
+        hint_status=True,
+        more_messages=False,
+    )
+    assert track.status_due == 0.0 and not track.urgent
+    assert s.pop_due(0.0) is track and s.plan(track, 0.0).status
