@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import run_world
+from harness import WorldResult, run_world
 from test_daemon_world import AGENT, TEAM, assert_within_budget
 
 from duvo_monitor.simulator import Scenario
@@ -86,6 +86,21 @@ def resume_world() -> Scenario:
             waiting,
         ]
     )
+
+
+def assert_each_ended_twice(result: WorldResult, runs: int) -> None:
+    """Every message emitted once, no status invented, and each of the ``runs`` resumed runs'
+    two ends (`completed` before and after its continuation) reported."""
+    s = result.score(transient=3.0)
+    assert result.settled, (s.summary(), result.explain_missed(s))
+    assert s.perfect_messages and not s.duplicate_event_ids, result.explain_missed(s)
+    assert not s.status_invented, s.summary()
+    completed = Counter(
+        e.envelope["subject"]
+        for e in result.sink.received
+        if e.envelope["type"] == "ai.duvo.run.completed"
+    )
+    assert sorted(completed.values()) == [2] * runs, completed
 
 
 @pytest.mark.anyio
@@ -161,16 +176,7 @@ async def test_v1_resume_and_end_between_two_looks_is_reported(tmp_path: Path) -
         rate_limit=600,
         wall_timeout=30.0,
     )
-    s = result.score(transient=3.0)
-    assert result.settled, (s.summary(), result.explain_missed(s))
-    assert s.perfect_messages and not s.duplicate_event_ids, result.explain_missed(s)
-    assert not s.status_invented, s.summary()
-    completed = Counter(
-        e.envelope["subject"]
-        for e in result.sink.received
-        if e.envelope["type"] == "ai.duvo.run.completed"
-    )
-    assert sorted(completed.values()) == [2] * 6, completed
+    assert_each_ended_twice(result, 6)
     sample = result.monitor.registry.get_sample_value
     finished_total = {"agent_id": AGENT["id"], "status": "completed"}
     assert sample("duvo_runs_finished_total", finished_total) == 12
@@ -203,16 +209,7 @@ async def test_v2_a_retired_run_resumed_and_ended_between_two_sweeps_is_reported
         },
         wall_timeout=30.0,
     )
-    s = result.score(transient=3.0)
-    assert result.settled, (s.summary(), result.explain_missed(s))
-    assert s.perfect_messages and not s.duplicate_event_ids, result.explain_missed(s)
-    assert not s.status_invented, s.summary()
-    completed = Counter(
-        e.envelope["subject"]
-        for e in result.sink.received
-        if e.envelope["type"] == "ai.duvo.run.completed"
-    )
-    assert sorted(completed.values()) == [2] * 6, completed
+    assert_each_ended_twice(result, 6)
     assert_within_budget(result.sim.requests, 300)
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from duvo_monitor import repace
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import Checkpoint
-from duvo_monitor.scheduler import Plan, Scheduler, stable_phase
+from duvo_monitor.scheduler import Plan, Scheduler, Track, stable_phase
 
 BOTH = Plan(status=True, messages=True)
 
@@ -41,6 +41,25 @@ def finish(s: Scheduler, run_id: str, now: float, news: int = 0, **kw: object) -
         error_delay=kw.get("error_delay"),  # type: ignore[arg-type]
         answered=bool(kw.get("answered", False)),
     )
+
+
+def polled(
+    s: Scheduler, track: Track, now: float, *, message_news: int = 0, hint_status: bool = False
+) -> Plan:
+    """Poll ``track`` as the scheduler plans it at ``now`` and fold in a quiet outcome (no status
+    change), with ``message_news`` new messages and ``hint_status`` as the pages asked."""
+    plan = s.plan(track, now)
+    s.done(
+        track,
+        now,
+        plan=plan,
+        status_news=0,
+        message_news=message_news,
+        status_changed=False,
+        hint_status=hint_status,
+        more_messages=False,
+    )
+    return plan
 
 
 def test_phase_is_stable_and_spread() -> None:
@@ -581,16 +600,7 @@ def test_a_finished_runs_look_set_while_idle_waits_for_its_place_when_the_budget
         for _ in ids(3):
             track = s.pop_due(0.0)
             assert track is not None
-            s.done(
-                track,
-                0.0,
-                plan=s.plan(track, 0.0),
-                status_news=0,
-                message_news=0,
-                status_changed=False,
-                hint_status=False,
-                more_messages=False,
-            )
+            polled(s, track, 0.0)
             assert track.phase == "lingering" and track.status_due <= 2.0
         return s
 
@@ -621,33 +631,14 @@ def test_a_finished_runs_status_look_asked_for_by_its_own_messages_is_not_put_ba
     s.recompute()
     track = s.pop_due(0.0)
     assert track is not None
-    s.done(
-        track,
-        0.0,
-        plan=s.plan(track, 0.0),
-        status_news=0,
-        message_news=0,
-        status_changed=False,
-        hint_status=False,
-        more_messages=False,
-    )
+    polled(s, track, 0.0)
     s.rate = 0.02  # the live runs took the budget
     s.recompute()
     s.hint(run_id, 5.0, messages=True)  # a sweep saw it move
     track = s.pop_due(5.0)
     assert track is not None
-    plan = s.plan(track, 5.0)
+    plan = polled(s, track, 5.0, message_news=1, hint_status=True)  # a user's message
     assert plan.messages
-    s.done(
-        track,
-        5.0,
-        plan=plan,
-        status_news=0,
-        message_news=1,
-        status_changed=False,
-        hint_status=True,  # the page held a user's message
-        more_messages=False,
-    )
     assert track.status_due == 5.0
     popped = s.pop_due(5.0)
     assert popped is track, "the status look was put back to the linger grid"
@@ -665,15 +656,6 @@ def test_a_live_runs_status_look_asked_for_by_its_messages_stays_routine() -> No
     s.recompute()
     track = s.pop_due(0.0)
     assert track is not None
-    s.done(
-        track,
-        0.0,
-        plan=s.plan(track, 0.0),
-        status_news=0,
-        message_news=1,
-        status_changed=False,
-        hint_status=True,
-        more_messages=False,
-    )
+    polled(s, track, 0.0, message_news=1, hint_status=True)
     assert track.status_due == 0.0 and not track.urgent
     assert s.pop_due(0.0) is track and s.plan(track, 0.0).status
