@@ -16,6 +16,7 @@ from duvo_monitor.checkpoint import Checkpoint, PendingRequest, message_digest
 from duvo_monitor.message_walk import (
     LIFECYCLE_TYPES,
     OPEN_CALLS_CAP,
+    SUGGESTED_STATUS,
     MessageDiff,
     diff_messages,
     page_request,
@@ -28,6 +29,7 @@ __all__ = [
     "LIFECYCLE_TYPES",
     "NOT_FOUND_GRACE",
     "OPEN_CALLS_CAP",
+    "SUGGESTED_STATUS",
     "Checkpoint",
     "MessageDiff",
     "PendingRequest",

@@ -30,6 +30,18 @@ OPEN_CALLS_CAP = 256
 LIFECYCLE_TYPES = frozenset(
     {"session_started", "session_completed", "session_interrupted", "session_error"}
 )
+# The statuses a message of these types (or a user's message: an answer, a resume) says the
+# run went to: a status read just before, in the same poll, that shows one of them already saw
+# the change, and asking again would buy nothing.
+USER = "user"
+SUGGESTED_STATUS = {
+    "human_request": frozenset({"waiting"}),
+    "session_started": frozenset({"running"}),
+    "session_completed": frozenset({"completed"}),
+    "session_interrupted": frozenset({"interrupted"}),
+    "session_error": frozenset({"failed"}),
+    USER: frozenset({"pending", "starting", "running"}),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,8 +53,10 @@ class MessageDiff:
     resync: bool = False
     seen: list[tuple[str, str]] = field(default_factory=list)
     """(message id, digest) of every message created or updated by this page."""
-    hint_status: bool = False
-    """A message that suggests the status changed too (lifecycle, human request, user input)."""
+    suggests: str | None = None
+    """The page's last message that suggests the status changed too: its type (lifecycle,
+    human request) or ``"user"`` (an answer, a resume). The poller asks for the status unless
+    this poll's own status read shows that change (``SUGGESTED_STATUS``)."""
     new_messages: int = 0
     asked: tuple[str, ...] = ()
     """The ids this page looked up in ``known``: a lookup that finds none of them in the state
@@ -65,7 +79,7 @@ class _Walk:
     changes: list[RunChange] = field(default_factory=list)
     tail: list[tuple[str, str]] = field(default_factory=list)
     calls: dict[str, tuple[str, float | None]] = field(default_factory=dict)
-    hint_status: bool = False
+    suggests: str | None = None
     new_messages: int = 0
     seen: list[tuple[str, str]] = field(default_factory=list)
 
@@ -86,9 +100,9 @@ class _Walk:
             while len(self.calls) > OPEN_CALLS_CAP:
                 self.calls.pop(next(iter(self.calls)))
         if message.type in LIFECYCLE_TYPES or message.type == "human_request":
-            self.hint_status = True
-        if message.role == "user":
-            self.hint_status = True
+            self.suggests = message.type
+        elif message.role == "user":
+            self.suggests = USER
         when = parse_time(message.timestamp)
         self.changes.append(
             MessageCreated(
@@ -225,7 +239,7 @@ def diff_messages(
         changes=walk.changes,
         next_offset=end if more else None,
         seen=walk.seen,
-        hint_status=walk.hint_status,
+        suggests=walk.suggests,
         new_messages=walk.new_messages,
         asked=tuple(message.id for _, message in fresh),
     )

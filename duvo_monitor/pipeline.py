@@ -377,6 +377,7 @@ class Pipeline:
             plan=plan,
             status_news=result.status_news,
             message_news=result.message_news,
+            read_messages=result.read_messages,
             status_changed=result.status_changed,
             hint_status=result.hint_status,
             more_messages=result.more_messages,

@@ -37,6 +37,7 @@ from duvo_monitor.api import MESSAGES_PAGE_MAX, DuvoClient
 from duvo_monitor.clock import Clock
 from duvo_monitor.config import PollingConfig
 from duvo_monitor.differ import (
+    SUGGESTED_STATUS,
     Checkpoint,
     MessageDiff,
     diff_messages,
@@ -84,6 +85,9 @@ class PollResult:
     message_news: int = 0
     status_changed: bool = False
     touched: bool = False
+    read_status: bool = False  # the status stage ran in this poll
+    read_messages: bool = False  # the messages stage ran (asked by the plan or by the status)
+    suggests: str | None = None  # the last lifecycle or human-request message's type
     not_yet: bool = False
     hint_status: bool = False
     more_messages: bool = False
@@ -121,6 +125,7 @@ class Poller:
         """The first stage: the run's status, if the plan asks (or it was never seen)."""
         result = PollResult(checkpoint=cp)
         if plan.status or cp.status is None:
+            result.read_status = True
             client = self.client.with_urgency(plan.urgent, first=plan.first)
             await self._guarded(result, self._status(result, client))
         return result
@@ -132,8 +137,16 @@ class Poller:
         if result.error is not None or result.checkpoint.lost or result.not_yet:
             return result
         if plan.messages or result.status_changed or result.touched:
+            result.read_messages = True
             client = self.client.with_urgency(plan.urgent, first=plan.first)
             await self._guarded(result, self._messages(result, client))
+            suggested = SUGGESTED_STATUS.get(result.suggests or "", frozenset())
+            if result.suggests is not None and not (
+                result.read_status and result.checkpoint.status in suggested
+            ):
+                # Read just before these pages, the status already shows the change they
+                # suggest; otherwise it is asked for (a message-only poll, or another status).
+                result.hint_status = True
         return result
 
     async def _guarded(self, result: PollResult, stage: Awaitable[None]) -> None:
@@ -271,7 +284,7 @@ def _fold_page(
     result.seen.extend(diff.seen)
     result.asked.extend(diff.asked)
     result.message_news += len(diff.changes)
-    result.hint_status = result.hint_status or diff.hint_status
+    result.suggests = diff.suggests or result.suggests
     return diff
 
 

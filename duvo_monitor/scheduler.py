@@ -239,8 +239,12 @@ class Scheduler:
         error_delay: float | None = None,
         answered: bool = False,
         quiet_for: float | None = None,
+        read_messages: bool = False,
     ) -> None:
         """Fold a finished poll into the run's rates and due times.
+
+        ``read_messages``: the poll read the messages though its plan asked only for the status
+        (the status moved, or its ``updated_at`` did): that read is the message probe's too.
 
         A failed poll (``error_delay`` not None) backs the run off exponentially with the
         failed polls in a row; one that was partly ``answered`` (its status read, then a page
@@ -256,7 +260,8 @@ class Scheduler:
             own = 0 if first or before in STARTUP_STATUSES else status_news
             track.status_rate.observe(own, now)
             track.last_status_poll = now
-        if plan.messages:
+        messages = plan.messages or read_messages
+        if messages:
             track.msg_rate.observe(0 if first else message_news, now)
             track.last_msg_poll = now
         if error_delay is not None:
@@ -266,7 +271,7 @@ class Scheduler:
             track.status_due = (
                 max(track.status_due, now + backoff) if plan.status else track.status_due
             )
-            track.msg_due = max(track.msg_due, now + backoff) if plan.messages else track.msg_due
+            track.msg_due = max(track.msg_due, now + backoff) if messages else track.msg_due
             self._push(track)
             return
         track.failures = 0
@@ -281,10 +286,11 @@ class Scheduler:
                 if phase == "lingering" and self.config.policy == "adaptive"
                 else now + self.status_interval(track)
             )
-        if plan.messages:
+        if messages:
             track.msg_due = now + self.message_interval(track)
         started = track.cp.status not in PENDING_STATUSES  # a pending run has no messages yet
-        if (status_changed and started) or more_messages or phase == "ending":
+        # A status change asks for the messages, unless this very poll read them after it.
+        if (status_changed and started and not messages) or more_messages or phase == "ending":
             track.msg_due = now
         if hint_status or track.pending_status:
             track.status_due = now

@@ -90,3 +90,49 @@ async def test_a_re_read_emits_nothing_once_the_store_is_asked_after_the_poll(
     assert folded.events == [] and folded.seen == []
     assert folded.checkpoint.verified and folded.checkpoint.scan_from is None
     assert folded.requests == reread.requests and folded.pages == reread.pages
+
+
+WAITS = [
+    {"at": "1s", "status": "running"},
+    {"at": "2s", "say": "Need a decision."},
+    {"at": "3s", "human_request": {"type": "approval", "title": "Go ahead?"}},
+]
+RESUMED = [
+    {"at": "1s", "status": "running"},
+    {"at": "2s", "say": "Done."},
+    {"at": "3s", "status": "completed"},
+    {"at": "8s", "post": "One more thing, please."},
+]
+
+
+async def polled(runs: list[dict[str, object]], cp: Checkpoint, plan: Plan) -> PollResult:
+    sim = Simulator(scenario(runs), clock=manual_clock())  # type: ignore[arg-type]
+    async with serving(sim) as http:
+        client = DuvoClient(http=http, base_url=str(http.base_url), api_key=Secret(KEY))
+        poller = Poller(client, clock=sim.clock, config=PollingConfig())
+        return await poller.poll_messages(await poller.poll_status(cp, plan), plan)
+
+
+@pytest.mark.anyio
+async def test_a_message_that_suggests_a_status_asks_for_it_unless_this_poll_just_read_it() -> None:
+    """A human request's message (or a lifecycle one, or a user's) suggests the status changed.
+    Read right after this poll's own status read, which already shows that status, it asks for
+    nothing more: asking again cost every run a second poll at each human request, answer and
+    start (3-6 % of the requests in the resume, wake-up and reference worlds). A poll that did
+    not read the status, or read one the message does not explain (a finished run that a
+    user's message resumes, read a moment before the resume took), asks for it."""
+    asking = [{"id": RUN, "agent": PLAIN_AGENT, "start": "-10s", "timeline": WAITS}]
+    both = await polled(asking, Checkpoint(run_id=RUN), PLAN)
+    assert both.checkpoint.status == "waiting" and both.suggests == "human_request"
+    assert not both.hint_status
+    seen = Checkpoint(run_id=RUN, status="running", updated_at=None)
+    alone = await polled(asking, seen, Plan(status=False, messages=True))
+    assert alone.suggests == "human_request" and alone.hint_status
+
+    resumed = [{"id": RUN, "agent": PLAIN_AGENT, "start": "-10s", "timeline": RESUMED}]
+    after = await polled(resumed, Checkpoint(run_id=RUN), PLAN)
+    assert after.checkpoint.status == "running" and after.suggests == "user"
+    assert not after.hint_status
+    finished = Checkpoint(run_id=RUN, status="completed")
+    before = await polled(resumed, finished, Plan(status=False, messages=True))
+    assert before.suggests == "user" and before.hint_status

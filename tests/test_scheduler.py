@@ -659,3 +659,60 @@ def test_a_live_runs_status_look_asked_for_by_its_messages_stays_routine() -> No
     polled(s, track, 0.0, message_news=1, hint_status=True)
     assert track.status_due == 0.0 and not track.urgent
     assert s.pop_due(0.0) is track and s.plan(track, 0.0).status
+
+
+def test_messages_read_by_a_status_poll_count_for_the_message_probe() -> None:
+    """A status poll that sees the run's ``updated_at`` move reads its messages in the same poll:
+    what that read finds is the message probe's news and the read is its poll (before, the
+    messages went uncounted, so a busy run read mostly through its status looked as quiet as
+    the prior, and its message probe asked again right after)."""
+    s = make(1, min_interval=0.5)
+    (run_id,) = ids(1)
+    track = s.pop_due(0.0)
+    assert track is not None
+    finish(s, run_id, 0.0)  # the first look
+    track.status_due, track.msg_due = 4.0, 50.0
+    plan = s.plan(track, 4.0)
+    assert plan.status and not plan.messages
+    s.done(
+        track,
+        4.0,
+        plan=plan,
+        status_news=0,
+        message_news=12,
+        read_messages=True,
+        status_changed=False,
+        hint_status=False,
+        more_messages=False,
+    )
+    assert track.msg_rate.count == 12.0
+    assert track.last_msg_poll == 4.0
+    assert track.msg_due == 4.0 + s.message_interval(track)
+    quiet = make(1, min_interval=0.5).tracks[run_id]
+    assert track.msg_rate.value > 5 * quiet.msg_rate.value
+
+
+def test_a_status_change_whose_poll_read_the_messages_asks_for_no_second_read() -> None:
+    """A status change asks for the run's messages, but the poll that saw it read them right
+    after (the poller does): they are not due again at once (a second message read a few
+    milliseconds later found nothing). A change seen by a poll whose messages stage did not run
+    (the run not yet visible, a failure) still asks for them now."""
+    s = make(1, min_interval=0.5)
+    (run_id,) = ids(1)
+    track = s.pop_due(0.0)
+    assert track is not None
+    finish(s, run_id, 0.0)  # the first look
+    for read, due_now in ((True, False), (False, True)):
+        track.status_due = track.msg_due = 4.0
+        s.done(
+            track,
+            4.0,
+            plan=Plan(status=True, messages=False),
+            status_news=1,
+            message_news=0,
+            read_messages=read,
+            status_changed=True,
+            hint_status=False,
+            more_messages=False,
+        )
+        assert (track.msg_due == 4.0) is due_now
