@@ -23,6 +23,7 @@ from dataclasses import dataclass
 HALF_LIFE = 120.0
 PRIOR_EVENTS = 1.0
 PRIOR_SECONDS = 20.0
+POOLED_PRIOR_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -45,6 +46,13 @@ class Rate:
     @property
     def value(self) -> float:
         return (self.count + PRIOR_EVENTS) / (self.span + PRIOR_SECONDS)
+
+    def given(self, prior: float) -> float:
+        """The rate with a prior of ``prior`` news a second (a pooled rate over probes of the
+        same kind) for ``POOLED_PRIOR_SECONDS`` instead of the fixed one: a new probe starts at
+        its kind's rate, and its own polls outweigh it within seconds (a quiet run among busy
+        ones is not held near their mean)."""
+        return (self.count + prior * POOLED_PRIOR_SECONDS) / (self.span + POOLED_PRIOR_SECONDS)
 
 
 @dataclass(slots=True)

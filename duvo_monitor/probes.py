@@ -24,8 +24,12 @@ PENDING_STATUSES = frozenset({"pending"})  # no messages yet
 Spec = tuple[float, float, float] | float  # (√λ weight, fastest, slowest interval) or fixed
 
 
-def message_spec(c: PollingConfig, track: Track, *, trusted: bool) -> Spec:
-    """The run's messages; ``trusted``: sweeps show it and their updated_at is trusted."""
+def message_spec(
+    c: PollingConfig, track: Track, *, trusted: bool, live_news: float | None = None
+) -> Spec:
+    """The run's messages; ``trusted``: sweeps show it and their updated_at is trusted;
+    ``live_news``: the pooled message rate of running runs (news.PooledRate), the prior of an
+    active run's own rate (a run that just started is as busy as its kind until it shows)."""
     phase = track.phase
     if phase in ("lingering", "retired"):
         return INF
@@ -40,7 +44,8 @@ def message_spec(c: PollingConfig, track: Track, *, trusted: bool) -> Spec:
     if track.cp.status in PENDING_STATUSES:
         # No messages before it starts; the status poll that sees it start asks for them.
         return c.max_interval
-    return (math.sqrt(track.msg_rate.value), c.min_interval, c.max_interval)
+    news = track.msg_rate.value if live_news is None else track.msg_rate.given(live_news)
+    return (math.sqrt(news), c.min_interval, c.max_interval)
 
 
 def status_spec(

@@ -48,6 +48,8 @@ MAX_BACKOFF = 120.0
 # starts within seconds; a finished run may be resumed from outside or deleted at any time.
 PENDING_PRIOR = (1.0, 10.0)
 LINGER_PRIOR = (1.0, 300.0)
+LIVE_PRIOR = (1.0, 20.0)  # a running run's messages: news.Rate's own prior
+NOT_RUNNING = STARTUP_STATUSES | FINISHED_STATUSES | {"waiting"}
 
 
 class Scheduler:
@@ -69,6 +71,9 @@ class Scheduler:
         self.trust = SweepTrust()
         self.pending_news = PooledRate(*PENDING_PRIOR)
         self.linger_news = PooledRate(*LINGER_PRIOR)
+        # Messages a second of a running run, over every running run: a run that just started
+        # begins at its kind's rate, not at the fixed prior (news.Rate.given).
+        self.live_news = PooledRate(*LIVE_PRIOR, half_life=120.0)
         self._level = math.inf  # the share's water level (news.water_level); inf: room to spare
         self._stale = True
         self._live = 0
@@ -241,15 +246,13 @@ class Scheduler:
         quiet_for: float | None = None,
         read_messages: bool = False,
     ) -> None:
-        """Fold a finished poll into the run's rates and due times.
-
-        ``read_messages``: the poll read the messages though its plan asked only for the status
-        (the status moved, or its ``updated_at`` did): that read is the message probe's too.
-
-        A failed poll (``error_delay`` not None) backs the run off exponentially with the
-        failed polls in a row; one that was partly ``answered`` (its status read, then a page
-        failed) starts the count again: the API answers, and a run whose final pages wait must
-        not be left for tens of seconds because of earlier, unrelated failures."""
+        """Fold a finished poll into the run's rates and due times. ``read_messages``: the
+        poll read the messages though its plan asked only for the status (the status or its
+        ``updated_at`` moved): that read is the message probe's too. A failed poll
+        (``error_delay`` not None) backs the run off exponentially with the failed polls in a
+        row; one that was partly ``answered`` (its status read, then a page failed) starts the
+        count again: the API answers, and a run whose final pages wait must not be left for
+        tens of seconds because of earlier, unrelated failures."""
         track.inflight = False
         # A first look finds history of unknown length, and a run's start (pending, starting,
         # running within seconds) says nothing of how often it changes: not in its own rates.
@@ -262,6 +265,8 @@ class Scheduler:
             track.last_status_poll = now
         messages = plan.messages or read_messages
         if messages:
+            if not first and track.last_msg_poll is not None and before not in NOT_RUNNING:
+                self.live_news.observe(message_news, now - track.last_msg_poll, now)
             track.msg_rate.observe(0 if first else message_news, now)
             track.last_msg_poll = now
         if error_delay is not None:
@@ -288,10 +293,13 @@ class Scheduler:
             )
         if messages:
             track.msg_due = now + self.message_interval(track)
-        started = track.cp.status not in PENDING_STATUSES  # a pending run has no messages yet
-        # A status change asks for the messages, unless this very poll read them after it.
-        if (status_changed and started and not messages) or more_messages or phase == "ending":
+        # A pending run has no messages yet. A change this poll read them after: again once
+        # min_interval has passed (a run that starts, resumes or is answered talks now).
+        changed = status_changed and track.cp.status not in PENDING_STATUSES
+        if (changed and not messages) or more_messages or phase == "ending":
             track.msg_due = now
+        elif changed:
+            track.msg_due = min(track.msg_due, now + self.config.min_interval)
         if hint_status or track.pending_status:
             track.status_due = now
             # A finished run's user message is a resume: a hinted look, never put back to the
@@ -433,7 +441,9 @@ class Scheduler:
         return self._status_swept(track) and self.trust.trusted
 
     def _message_spec(self, track: Track) -> Spec:
-        return probes.message_spec(self.config, track, trusted=self._trusted(track))
+        return probes.message_spec(
+            self.config, track, trusted=self._trusted(track), live_news=self.live_news.value
+        )
 
     def _status_spec(self, track: Track) -> Spec:
         return probes.status_spec(
