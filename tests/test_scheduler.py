@@ -62,6 +62,27 @@ def polled(
     return plan
 
 
+STATUS_ONLY = Plan(status=True, messages=False)
+
+
+def status_polled(
+    s: Scheduler, track: Track, now: float, *, read: bool, news: int = 0, changed: bool = False
+) -> None:
+    """Fold in a poll planned for the status alone that read the messages too (``read``: its
+    status or ``updated_at`` moved) and found ``news`` of them; ``changed``: the status did."""
+    s.done(
+        track,
+        now,
+        plan=STATUS_ONLY,
+        status_news=int(changed),
+        message_news=news,
+        read_messages=read,
+        status_changed=changed,
+        hint_status=False,
+        more_messages=False,
+    )
+
+
 def test_phase_is_stable_and_spread() -> None:
     """Each run's phase comes from its id, and ids spread over [0, 1)."""
     values = [stable_phase(r) for r in ids(200)]
@@ -674,17 +695,7 @@ def test_messages_read_by_a_status_poll_count_for_the_message_probe() -> None:
     track.status_due, track.msg_due = 4.0, 50.0
     plan = s.plan(track, 4.0)
     assert plan.status and not plan.messages
-    s.done(
-        track,
-        4.0,
-        plan=plan,
-        status_news=0,
-        message_news=12,
-        read_messages=True,
-        status_changed=False,
-        hint_status=False,
-        more_messages=False,
-    )
+    status_polled(s, track, 4.0, read=True, news=12)
     assert track.msg_rate.count == 12.0
     assert track.last_msg_poll == 4.0
     assert track.msg_due == 4.0 + s.message_interval(track)
@@ -706,17 +717,7 @@ def test_a_status_change_whose_poll_read_the_messages_asks_for_them_after_min_in
     finish(s, run_id, 0.0)  # the first look
     for read, due in ((True, 4.5), (False, 4.0)):
         track.status_due = track.msg_due = 4.0
-        s.done(
-            track,
-            4.0,
-            plan=Plan(status=True, messages=False),
-            status_news=1,
-            message_news=0,
-            read_messages=read,
-            status_changed=True,
-            hint_status=False,
-            more_messages=False,
-        )
+        status_polled(s, track, 4.0, read=read, changed=True)
         assert track.msg_due == due
 
 
